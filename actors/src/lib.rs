@@ -1,0 +1,30 @@
+//! Actors of sollol.
+//!
+//! The pieces, in the order a request meets them:
+//!
+//! - [`router`]: the [`RouterActor`](router::RouterActor) picks a node for each request
+//!   from the nodes that have the model, by [`Strategy`](router::Strategy).
+//! - [`node`]: one [`NodeActor`](node::NodeActor) per Ollama server keeps its health,
+//!   model inventory and residency fresh; a cheap [`NodeHandle`](node::NodeHandle) carries
+//!   the HTTP client, in-flight count and latency statistics to the request path.
+//! - [`observer`]: the [`ObserverActor`](observer::ObserverActor) counts, samples and keeps
+//!   recent [`event`]s and hands them to the
+//!   [`RedisPublisher`](redis_publisher::RedisPublisher), which batches them to Redis.
+//! - [`supervisor`] and [`worker`]: the [`Supervisor`](supervisor::Supervisor) starts worker
+//!   processes with its [`EnvSnapshot`] applied before each child runs, restarts them with
+//!   backoff, and hands them jobs; [`worker::child`] is the entry point inside the child.
+//! - [`secret`] and [`env_snapshot`]: values that print redacted by construction.
+
+pub mod env_snapshot;
+pub mod event;
+pub mod model_name;
+pub mod node;
+pub mod observer;
+pub mod redis_publisher;
+pub mod router;
+pub mod secret;
+pub mod supervisor;
+pub mod worker;
+
+pub use env_snapshot::{EnvDiff, EnvSnapshot};
+pub use secret::RedactedUrl;

@@ -1,0 +1,161 @@
+//! The node actor: periodic health, inventory and residency checks.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use actix::prelude::*;
+use serde::Deserialize;
+
+use super::handle::{NodeHandle, NodeStatus};
+use crate::model_name::normalize_model;
+
+#[derive(Debug, Clone)]
+pub struct NodeSettings {
+    /// Time between checks.
+    pub health_interval: Duration,
+    /// Time allowed for each check request.
+    pub health_timeout: Duration,
+}
+
+impl Default for NodeSettings {
+    fn default() -> Self {
+        Self {
+            health_interval: Duration::from_secs(5),
+            health_timeout: Duration::from_secs(3),
+        }
+    }
+}
+
+/// Runs a check now and answers the node's status once it is done.
+#[derive(Message)]
+#[rtype(result = "NodeStatus")]
+pub struct CheckNow;
+
+pub struct NodeActor {
+    node: NodeHandle,
+    settings: NodeSettings,
+}
+
+impl NodeActor {
+    pub fn new(node: NodeHandle, settings: NodeSettings) -> Self {
+        Self { node, settings }
+    }
+
+    pub fn node(&self) -> &NodeHandle {
+        &self.node
+    }
+}
+
+impl Actor for NodeActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.run_interval(self.settings.health_interval, |act, ctx| {
+            let check = run_check(act.node.clone(), act.settings.health_timeout);
+            ctx.spawn(check.into_actor(act));
+        });
+    }
+}
+
+impl Handler<CheckNow> for NodeActor {
+    type Result = ResponseFuture<NodeStatus>;
+
+    fn handle(&mut self, _: CheckNow, _ctx: &mut Self::Context) -> Self::Result {
+        let node = self.node.clone();
+        let timeout = self.settings.health_timeout;
+        Box::pin(async move {
+            run_check(node.clone(), timeout).await;
+            node.status()
+        })
+    }
+}
+
+#[derive(Deserialize)]
+struct ModelList {
+    #[serde(default)]
+    models: Option<Vec<ModelEntry>>,
+}
+
+#[derive(Deserialize)]
+struct ModelEntry {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    model: Option<String>,
+}
+
+impl ModelList {
+    fn names(self) -> BTreeSet<String> {
+        self.models
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|entry| entry.model.or(entry.name))
+            .map(|name| normalize_model(&name))
+            .collect()
+    }
+}
+
+#[derive(Deserialize)]
+struct Version {
+    version: String,
+}
+
+/// Reads inventory (required), residency and version (best effort) and records them.
+async fn run_check(node: NodeHandle, timeout: Duration) {
+    let tags = get_json::<ModelList>(&node, "/api/tags", timeout);
+    let ps = get_json::<ModelList>(&node, "/api/ps", timeout);
+    let version = get_json::<Version>(&node, "/api/version", timeout);
+    let (tags, ps, version) = futures_util::join!(tags, ps, version);
+    match tags {
+        Ok(tags) => {
+            let loaded = ps.map(ModelList::names).unwrap_or_default();
+            node.record_check(version.ok().map(|v| v.version), tags.names(), loaded);
+        }
+        Err(err) => {
+            tracing::debug!(node = %node.key(), error = %err, "health check failed");
+            node.record_check_failure(&err);
+        }
+    }
+}
+
+async fn get_json<T: serde::de::DeserializeOwned>(
+    node: &NodeHandle,
+    path: &str,
+    timeout: Duration,
+) -> Result<T, String> {
+    let response = node
+        .client()
+        .get(node.endpoint(path))
+        .header(reqwest::header::HOST, node.host_header())
+        .timeout(timeout)
+        .send()
+        .await
+        .map_err(|err| format!("GET {path}: {}", describe_reqwest_error(&err)))?;
+    let status = response.status();
+    if !status.is_success() {
+        return Err(format!("GET {path}: HTTP {}", status.as_u16()));
+    }
+    let body = response
+        .bytes()
+        .await
+        .map_err(|err| format!("GET {path}: {}", describe_reqwest_error(&err)))?;
+    serde_json::from_slice(&body).map_err(|err| format!("GET {path}: invalid json: {err}"))
+}
+
+/// A short description of a transport error, with its innermost cause.
+pub fn describe_reqwest_error(err: &reqwest::Error) -> String {
+    let kind = if err.is_connect() {
+        "connection failed"
+    } else if err.is_timeout() {
+        "timed out"
+    } else if err.is_body() || err.is_decode() {
+        "response body failed"
+    } else {
+        "request failed"
+    };
+    let mut source: &dyn std::error::Error = err;
+    while let Some(next) = source.source() {
+        source = next;
+    }
+    format!("{kind}: {source}")
+}

@@ -1,0 +1,319 @@
+//! The Redis publisher: owns the connection, batches, pipelines, reconnects.
+//!
+//! Messages arrive with `do_send` and wait in a bounded backlog. A batch is written as one
+//! pipeline (one round trip) when the backlog reaches `batch_size` or every
+//! `flush_interval`, whichever comes first. While Redis is down the backlog keeps the
+//! newest `max_backlog` messages and counts the ones it had to drop; the connection is
+//! retried with exponential backoff and the backlog is flushed once it is back. Send
+//! [`Flush`] before shutting down to drain what is left. Nobody else ever waits for Redis.
+
+use std::borrow::Cow;
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use actix::prelude::*;
+use redis::aio::MultiplexedConnection;
+use redis::AsyncConnectionConfig;
+use serde::Serialize;
+
+use crate::secret::RedactedUrl;
+
+#[derive(Debug, Clone)]
+pub struct PublisherConfig {
+    pub url: RedactedUrl,
+    /// Flush as soon as this many messages wait.
+    pub batch_size: usize,
+    /// Flush at least this often while messages wait.
+    pub flush_interval: Duration,
+    /// Messages kept while Redis is unreachable; older ones are dropped and counted.
+    pub max_backlog: usize,
+    /// Most messages written in one pipeline.
+    pub max_pipeline: usize,
+    pub connect_timeout: Duration,
+    pub response_timeout: Duration,
+    pub max_reconnect_delay: Duration,
+}
+
+impl PublisherConfig {
+    pub fn new(url: RedactedUrl) -> Self {
+        Self {
+            url,
+            batch_size: 100,
+            flush_interval: Duration::from_millis(50),
+            max_backlog: 10_000,
+            max_pipeline: 1_000,
+            connect_timeout: Duration::from_secs(2),
+            response_timeout: Duration::from_secs(2),
+            max_reconnect_delay: Duration::from_secs(5),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PublisherError {
+    #[error("invalid redis url {url}: {reason}")]
+    InvalidUrl { url: RedactedUrl, reason: String },
+}
+
+/// One message for a pub/sub channel.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub struct Publish {
+    pub channel: Cow<'static, str>,
+    pub payload: String,
+}
+
+impl Publish {
+    pub fn new(channel: impl Into<Cow<'static, str>>, payload: String) -> Self {
+        Self {
+            channel: channel.into(),
+            payload,
+        }
+    }
+}
+
+/// Writes everything waiting now; answers how many messages were written.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct Flush;
+
+#[derive(Message)]
+#[rtype(result = "PublisherStats")]
+pub struct GetPublisherStats;
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PublisherStats {
+    /// The Redis URL with its password hidden.
+    pub url: String,
+    pub connected: bool,
+    pub published: u64,
+    pub dropped_by_backlog: u64,
+    pub backlog: usize,
+    pub failed_flushes: u64,
+    pub reconnects: u64,
+}
+
+pub struct RedisPublisher {
+    config: PublisherConfig,
+    client: redis::Client,
+    connection: Option<MultiplexedConnection>,
+    /// True from a connection attempt until it succeeds or its retry timer fires.
+    connecting: bool,
+    /// True while a pipeline is being written; batches go one at a time to keep order.
+    writing: bool,
+    reconnect_delay: Duration,
+    backlog: VecDeque<Publish>,
+    stats: PublisherStats,
+}
+
+impl RedisPublisher {
+    pub fn new(config: PublisherConfig) -> Result<Self, PublisherError> {
+        let client =
+            redis::Client::open(config.url.expose()).map_err(|err| PublisherError::InvalidUrl {
+                url: config.url.clone(),
+                reason: err.to_string(),
+            })?;
+        let stats = PublisherStats {
+            url: config.url.to_string(),
+            ..PublisherStats::default()
+        };
+        Ok(Self {
+            reconnect_delay: Duration::from_millis(100),
+            client,
+            connection: None,
+            connecting: false,
+            writing: false,
+            backlog: VecDeque::new(),
+            stats,
+            config,
+        })
+    }
+
+    fn connect(&mut self, ctx: &mut Context<Self>) {
+        if self.connecting || self.connection.is_some() {
+            return;
+        }
+        self.connecting = true;
+        let client = self.client.clone();
+        let options = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.config.connect_timeout))
+            .set_response_timeout(Some(self.config.response_timeout));
+        let attempt =
+            async move { client.get_multiplexed_async_connection_with_config(&options).await };
+        ctx.spawn(attempt.into_actor(self).map(|result, act, ctx| match result {
+            Ok(connection) => {
+                tracing::info!(url = %act.config.url, backlog = act.backlog.len(), "connected to redis");
+                act.connection = Some(connection);
+                act.connecting = false;
+                act.reconnect_delay = Duration::from_millis(100);
+                act.stats.reconnects += 1;
+                act.flush(ctx);
+            }
+            Err(err) => {
+                tracing::warn!(
+                    url = %act.config.url,
+                    retry_in_ms = act.reconnect_delay.as_millis() as u64,
+                    backlog = act.backlog.len(),
+                    error = %err,
+                    "redis unreachable; events wait in the backlog"
+                );
+                let delay = act.reconnect_delay;
+                act.reconnect_delay = (delay * 2).min(act.config.max_reconnect_delay);
+                ctx.run_later(delay, |act, ctx| {
+                    act.connecting = false;
+                    act.connect(ctx);
+                });
+            }
+        }));
+    }
+
+    fn flush(&mut self, ctx: &mut Context<Self>) {
+        if self.writing || self.backlog.is_empty() {
+            return;
+        }
+        let Some(mut connection) = self.connection.clone() else {
+            self.connect(ctx);
+            return;
+        };
+        let count = self.backlog.len().min(self.config.max_pipeline);
+        let batch: Vec<Publish> = self.backlog.drain(..count).collect();
+        let pipeline = build_pipeline(&batch);
+        self.writing = true;
+        let write = async move { pipeline.query_async::<()>(&mut connection).await };
+        ctx.spawn(write.into_actor(self).map(move |result, act, ctx| {
+            act.writing = false;
+            match result {
+                Ok(()) => {
+                    act.stats.published += batch.len() as u64;
+                    if act.backlog.len() >= act.config.batch_size {
+                        act.flush(ctx);
+                    }
+                }
+                Err(err) => {
+                    tracing::warn!(url = %act.config.url, messages = batch.len(), error = %err, "redis write failed; reconnecting");
+                    act.stats.failed_flushes += 1;
+                    act.connection = None;
+                    act.requeue(batch);
+                    act.connect(ctx);
+                }
+            }
+        }));
+    }
+
+    /// Puts a failed batch back at the front, keeping the backlog bound.
+    fn requeue(&mut self, batch: Vec<Publish>) {
+        for message in batch.into_iter().rev() {
+            self.backlog.push_front(message);
+        }
+        while self.backlog.len() > self.config.max_backlog {
+            self.backlog.pop_front();
+            self.stats.dropped_by_backlog += 1;
+        }
+    }
+}
+
+fn build_pipeline(batch: &[Publish]) -> redis::Pipeline {
+    let mut pipeline = redis::pipe();
+    for message in batch {
+        pipeline
+            .cmd("PUBLISH")
+            .arg(message.channel.as_ref())
+            .arg(&message.payload)
+            .ignore();
+    }
+    pipeline
+}
+
+impl Actor for RedisPublisher {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        self.connect(ctx);
+        ctx.run_interval(self.config.flush_interval, |act, ctx| act.flush(ctx));
+    }
+}
+
+impl Handler<Publish> for RedisPublisher {
+    type Result = ();
+
+    fn handle(&mut self, message: Publish, ctx: &mut Self::Context) {
+        if self.backlog.len() >= self.config.max_backlog {
+            self.backlog.pop_front();
+            self.stats.dropped_by_backlog += 1;
+        }
+        self.backlog.push_back(message);
+        if self.backlog.len() >= self.config.batch_size {
+            self.flush(ctx);
+        }
+    }
+}
+
+impl Handler<Flush> for RedisPublisher {
+    type Result = ResponseActFuture<Self, usize>;
+
+    fn handle(&mut self, _: Flush, _ctx: &mut Self::Context) -> Self::Result {
+        let Some(mut connection) = self.connection.clone() else {
+            return Box::pin(fut::ready(0));
+        };
+        let batch: Vec<Publish> = self.backlog.drain(..).collect();
+        let pipeline = build_pipeline(&batch);
+        let write = async move { pipeline.query_async::<()>(&mut connection).await };
+        Box::pin(write.into_actor(self).map(move |result, act, _ctx| match result {
+            Ok(()) => {
+                act.stats.published += batch.len() as u64;
+                batch.len()
+            }
+            Err(err) => {
+                tracing::warn!(url = %act.config.url, messages = batch.len(), error = %err, "final redis flush failed");
+                act.stats.failed_flushes += 1;
+                act.requeue(batch);
+                0
+            }
+        }))
+    }
+}
+
+impl Handler<GetPublisherStats> for RedisPublisher {
+    type Result = MessageResult<GetPublisherStats>;
+
+    fn handle(&mut self, _: GetPublisherStats, _ctx: &mut Self::Context) -> Self::Result {
+        let mut stats = self.stats.clone();
+        stats.connected = self.connection.is_some();
+        stats.backlog = self.backlog.len();
+        MessageResult(stats)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invalid_url_is_reported_without_the_password() {
+        let url = RedactedUrl::new("nonsense://:pw@127.0.0.1:1");
+        let err = RedisPublisher::new(PublisherConfig::new(url)).err().expect("must fail");
+        let text = err.to_string();
+        assert!(text.starts_with("invalid redis url"), "{text}");
+        assert!(!text.contains("pw"), "{text}");
+    }
+
+    #[test]
+    fn backlog_is_bounded_while_redis_is_unreachable() {
+        let system = System::new();
+        system.block_on(async {
+            // Port 1 on loopback refuses connections, so every message stays in the backlog.
+            let mut config = PublisherConfig::new(RedactedUrl::new("redis://127.0.0.1:1/0"));
+            config.max_backlog = 10;
+            config.batch_size = 1_000;
+            let publisher = RedisPublisher::new(config).expect("valid url").start();
+            for i in 0..25 {
+                publisher.do_send(Publish::new("c", format!("{i}")));
+            }
+            let stats = publisher.send(GetPublisherStats).await.expect("alive");
+            assert!(!stats.connected);
+            assert_eq!(stats.backlog, 10);
+            assert_eq!(stats.dropped_by_backlog, 15);
+            assert_eq!(publisher.send(Flush).await.expect("alive"), 0);
+        });
+    }
+}
