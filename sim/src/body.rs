@@ -17,7 +17,8 @@ pub(crate) struct Body {
 }
 
 impl Body {
-    /// Decodes `bytes` as Go would decode them into `api.<kind>`.
+    /// Decodes `bytes` as Go would decode them into `kind`, a qualified Go type such as
+    /// `api.ChatRequest`.
     pub(crate) fn decode(bytes: &[u8], kind: &'static str) -> Result<Self, ApiError> {
         let mut values = Deserializer::from_slice(bytes).into_iter::<Value>();
         let value = match values.next() {
@@ -31,7 +32,7 @@ impl Body {
             Value::Null => Map::new(),
             other => {
                 return Err(ApiError::bad_request(format!(
-                    "json: cannot unmarshal {} into Go value of type api.{kind}",
+                    "json: cannot unmarshal {} into Go value of type {kind}",
                     json_kind(&other)
                 )))
             }
@@ -41,9 +42,10 @@ impl Body {
 
     /// The top-level fields.
     pub(crate) fn fields(&self) -> Fields<'_> {
+        let type_name = self.kind.rsplit('.').next().unwrap_or(self.kind);
         Fields {
             map: &self.map,
-            path: self.kind.to_owned(),
+            path: type_name.to_owned(),
         }
     }
 }
@@ -222,7 +224,7 @@ mod tests {
     use super::*;
 
     fn decode_error(body: &str) -> String {
-        match Body::decode(body.as_bytes(), "ChatRequest") {
+        match Body::decode(body.as_bytes(), "api.ChatRequest") {
             Ok(_) => panic!("{body:?} decoded"),
             Err(err) => err.message().to_owned(),
         }
@@ -261,7 +263,7 @@ mod tests {
             decode_error("[1]"),
             "json: cannot unmarshal array into Go value of type api.ChatRequest"
         );
-        let body = Body::decode(br#"{"stream":"yes"}"#, "ChatRequest").expect("decodes");
+        let body = Body::decode(br#"{"stream":"yes"}"#, "api.ChatRequest").expect("decodes");
         let err = body.fields().bool("stream").expect_err("a string is no bool");
         assert_eq!(
             err.message(),
@@ -271,7 +273,7 @@ mod tests {
 
     #[test]
     fn keys_match_without_case_and_null_is_absent() {
-        let body = Body::decode(br#"{"Model":"llama3.2","stream":null} trailing"#, "ChatRequest")
+        let body = Body::decode(br#"{"Model":"llama3.2","stream":null} trailing"#, "api.ChatRequest")
             .expect("only the first value is read");
         let fields = body.fields();
         assert_eq!(fields.string("model").expect("string"), "llama3.2");

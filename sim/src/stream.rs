@@ -6,6 +6,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::stream::{self, Stream};
 
+use crate::config::SimConfig;
+
 /// How a streamed reply is delivered.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Pacing {
@@ -13,6 +15,16 @@ pub(crate) struct Pacing {
     pub(crate) gap: Duration,
     /// Abort the connection once this many frames have been sent.
     pub(crate) drop_after: Option<usize>,
+}
+
+impl Pacing {
+    /// The pacing of every streamed reply of a node with `config`.
+    pub(crate) fn of(config: &SimConfig) -> Self {
+        Self {
+            gap: config.token_delay,
+            drop_after: config.drop_after_chunks,
+        }
+    }
 }
 
 /// A stream of `frames` frames, where `render(i)` builds frame `i` at the moment it is sent (so

@@ -1,0 +1,119 @@
+//! Starting the actors a sollol process runs: telemetry (observer and Redis publisher)
+//! and the cluster (one node actor per Ollama server, and the router).
+//!
+//! The gateway and every worker process start the same pieces from their own
+//! [`Settings`], so a worker observes and routes exactly as the gateway does.
+
+use std::time::Duration;
+
+use actix::prelude::*;
+use sollol_actors::node::{parse_node_url, CheckNow, NodeActor, NodeHandle, NodeSettings, NodeUrlError};
+use sollol_actors::observer::{Emit, ObserverActor, ObserverConfig};
+use sollol_actors::redis_publisher::{Flush, PublisherConfig, PublisherError, RedisPublisher};
+use sollol_actors::router::RouterActor;
+use sollol_actors::EnvSnapshot;
+
+use crate::config::Settings;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Node(#[from] NodeUrlError),
+    #[error(transparent)]
+    Redis(#[from] PublisherError),
+    #[error("cannot build the http client: {0}")]
+    HttpClient(String),
+}
+
+/// The observer and, when Redis is configured, its publisher.
+#[derive(Clone)]
+pub struct Telemetry {
+    pub observer: Addr<ObserverActor>,
+    pub publisher: Option<Addr<RedisPublisher>>,
+}
+
+impl Telemetry {
+    /// Starts the observer, configured once from `env` (`SOLLOL_OBSERVER_*`) and the
+    /// settings' application name.
+    pub fn start(settings: &Settings, env: &EnvSnapshot) -> Result<Self, StartError> {
+        let publisher = match &settings.redis_url {
+            Some(url) => Some(RedisPublisher::new(PublisherConfig::new(url.clone()))?.start()),
+            None => None,
+        };
+        let mut config = ObserverConfig::from_env(env);
+        config.app_name = settings.app_name.clone();
+        tracing::info!(
+            app = %config.app_name,
+            sampling = config.sampling,
+            sample_rate = config.sample_rate,
+            redis = ?settings.redis_url.as_ref().map(ToString::to_string),
+            "observer started"
+        );
+        let observer = ObserverActor::new(config, publisher.clone().map(Addr::recipient)).start();
+        Ok(Self { observer, publisher })
+    }
+
+    pub fn emitter(&self) -> Recipient<Emit> {
+        self.observer.clone().recipient()
+    }
+
+    /// Writes what waits for Redis; bounded so a dead Redis cannot hold up shutdown.
+    pub async fn flush(&self) {
+        if let Some(publisher) = &self.publisher {
+            let flushed = tokio::time::timeout(Duration::from_secs(3), publisher.send(Flush)).await;
+            if let Ok(Ok(count)) = flushed {
+                tracing::debug!(messages = count, "final redis flush");
+            }
+        }
+    }
+}
+
+/// The router and one node actor per configured Ollama server.
+#[derive(Clone)]
+pub struct Cluster {
+    pub router: Addr<RouterActor>,
+    pub nodes: Vec<NodeHandle>,
+    node_actors: Vec<Addr<NodeActor>>,
+}
+
+impl Cluster {
+    pub fn start(settings: &Settings, observer: Recipient<Emit>) -> Result<Self, StartError> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(settings.connect_timeout)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(256)
+            .tcp_nodelay(true)
+            .no_proxy()
+            .build()
+            .map_err(|err| StartError::HttpClient(err.to_string()))?;
+        let mut nodes: Vec<NodeHandle> = Vec::new();
+        for address in &settings.nodes {
+            let url = parse_node_url(address)?;
+            let node = NodeHandle::new(url, client.clone(), Some(observer.clone()));
+            if nodes.iter().all(|known| known.key() != node.key()) {
+                nodes.push(node);
+            }
+        }
+        let node_settings = NodeSettings {
+            health_interval: settings.health_interval,
+            health_timeout: settings.health_timeout,
+        };
+        let node_actors = nodes
+            .iter()
+            .map(|node| NodeActor::new(node.clone(), node_settings.clone()).start())
+            .collect();
+        let router = RouterActor::new(nodes.clone(), settings.strategy).start();
+        Ok(Self {
+            router,
+            nodes,
+            node_actors,
+        })
+    }
+
+    /// Checks every node now, in parallel; returns how many are healthy.
+    pub async fn check_all(&self) -> usize {
+        let checks = self.node_actors.iter().map(|actor| actor.send(CheckNow));
+        futures_util::future::join_all(checks).await;
+        self.nodes.iter().filter(|node| node.is_available()).count()
+    }
+}

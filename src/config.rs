@@ -1,0 +1,298 @@
+//! Settings, from built-in defaults < a TOML file (`--config`) < `SOLLOL_*` environment
+//! variables < command-line flags.
+//!
+//! The environment is read from an [`EnvSnapshot`], never from globals, so a worker
+//! process reads exactly the snapshot its supervisor gave it and tests need no
+//! `set_var`. Every bound has a default and a setting that names it.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+use sollol_actors::router::Strategy;
+use sollol_actors::{EnvSnapshot, RedactedUrl};
+
+/// Where clients reach the gateway unless told otherwise: loopback only.
+pub const DEFAULT_BIND: &str = "127.0.0.1:8000";
+/// The node used when none is configured and `OLLAMA_HOST` is not set.
+pub const DEFAULT_NODE: &str = "http://127.0.0.1:11434";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot load configuration: {0}")]
+    Load(#[from] config::ConfigError),
+    #[error("setting `strategy`: {0}")]
+    Strategy(#[from] sollol_actors::router::UnknownStrategy),
+    #[error("setting `{setting}` must be greater than zero")]
+    Zero { setting: &'static str },
+}
+
+/// Values given on the command line; `None` leaves the lower layers in charge.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub config_file: Option<PathBuf>,
+    pub bind: Option<String>,
+    pub nodes: Vec<String>,
+    pub workers: Option<usize>,
+    pub strategy: Option<String>,
+    pub redis_url: Option<String>,
+    pub app_name: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct RawSettings {
+    bind: String,
+    port: Option<u16>,
+    nodes: Vec<String>,
+    workers: usize,
+    strategy: String,
+    redis_url: Option<String>,
+    app_name: String,
+    max_body_bytes: usize,
+    health_interval_ms: u64,
+    health_timeout_ms: u64,
+    connect_timeout_ms: u64,
+    batch_chunk_size: usize,
+    batch_max_inputs: usize,
+    job_timeout_secs: u64,
+    handshake_timeout_ms: u64,
+    log_format: String,
+    #[serde(default)]
+    worker_env: BTreeMap<String, String>,
+}
+
+/// The resolved settings of a gateway or worker process.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub bind: String,
+    /// Node addresses as given (parsed later, when the nodes start).
+    pub nodes: Vec<String>,
+    pub workers: usize,
+    pub strategy: Strategy,
+    pub redis_url: Option<RedactedUrl>,
+    pub app_name: String,
+    /// Largest request body accepted; larger ones get 413.
+    pub max_body_bytes: usize,
+    pub health_interval: Duration,
+    pub health_timeout: Duration,
+    pub connect_timeout: Duration,
+    /// Inputs per job when a batch is split over the workers.
+    pub batch_chunk_size: usize,
+    /// Most inputs one batch request may carry.
+    pub batch_max_inputs: usize,
+    pub job_timeout: Duration,
+    pub handshake_timeout: Duration,
+    /// `text` or `json`.
+    pub log_format: String,
+    /// Extra variables for worker processes, on top of the captured environment.
+    pub worker_env: BTreeMap<String, String>,
+}
+
+impl Settings {
+    /// Resolves all layers. `env` is the process environment (or a test's stand-in).
+    pub fn load(env: &EnvSnapshot, overrides: &Overrides) -> Result<Self, ConfigError> {
+        let mut builder = config::Config::builder()
+            .set_default("bind", DEFAULT_BIND)?
+            .set_default("nodes", Vec::<String>::new())?
+            .set_default("workers", 2)?
+            .set_default("strategy", "round_robin")?
+            .set_default("app_name", sollol_actors::observer::DEFAULT_APP_NAME)?
+            .set_default("max_body_bytes", 64 * 1024 * 1024)?
+            .set_default("health_interval_ms", 5_000)?
+            .set_default("health_timeout_ms", 3_000)?
+            .set_default("connect_timeout_ms", 3_000)?
+            .set_default("batch_chunk_size", 16)?
+            .set_default("batch_max_inputs", 100_000)?
+            .set_default("job_timeout_secs", 600)?
+            .set_default("handshake_timeout_ms", 5_000)?
+            .set_default("log_format", "text")?;
+        if let Some(path) = &overrides.config_file {
+            builder = builder.add_source(config::File::from(path.as_path()).required(true));
+        }
+        let sollol_vars = env
+            .iter()
+            .filter(|(name, _)| name.starts_with("SOLLOL_"))
+            .map(|(name, value)| (name.to_string(), value.to_string()))
+            .collect();
+        builder = builder.add_source(
+            config::Environment::with_prefix("SOLLOL")
+                .prefix_separator("_")
+                .separator("__")
+                .try_parsing(true)
+                .list_separator(",")
+                .with_list_parse_key("nodes")
+                .source(Some(sollol_vars)),
+        );
+        builder = builder
+            .set_override_option("bind", overrides.bind.clone())?
+            .set_override_option("workers", overrides.workers.map(|w| w as u64))?
+            .set_override_option("strategy", overrides.strategy.clone())?
+            .set_override_option("redis_url", overrides.redis_url.clone())?
+            .set_override_option("app_name", overrides.app_name.clone())?;
+        if !overrides.nodes.is_empty() {
+            builder = builder.set_override("nodes", overrides.nodes.clone())?;
+        }
+        let raw: RawSettings = builder.build()?.try_deserialize()?;
+        Self::resolve(raw, env, overrides)
+    }
+
+    fn resolve(raw: RawSettings, env: &EnvSnapshot, overrides: &Overrides) -> Result<Self, ConfigError> {
+        // SOLLOL's `SOLLOL_PORT` keeps its meaning when no explicit bind address is given.
+        let bind = match (raw.port, overrides.bind.is_none() && env.get("SOLLOL_BIND").is_none()) {
+            (Some(port), true) => format!("127.0.0.1:{port}"),
+            _ => raw.bind,
+        };
+        let mut nodes: Vec<String> = raw
+            .nodes
+            .iter()
+            .flat_map(|n| n.split(','))
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .map(String::from)
+            .collect();
+        if nodes.is_empty() {
+            nodes.push(
+                env.get("OLLAMA_HOST")
+                    .filter(|h| !h.trim().is_empty())
+                    .unwrap_or(DEFAULT_NODE)
+                    .to_string(),
+            );
+        }
+        for (setting, value) in [
+            ("max_body_bytes", raw.max_body_bytes),
+            ("batch_chunk_size", raw.batch_chunk_size),
+            ("batch_max_inputs", raw.batch_max_inputs),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::Zero { setting });
+            }
+        }
+        Ok(Self {
+            bind,
+            nodes,
+            workers: raw.workers,
+            strategy: raw.strategy.parse()?,
+            redis_url: raw.redis_url.filter(|u| !u.trim().is_empty()).map(RedactedUrl::new),
+            app_name: raw.app_name,
+            max_body_bytes: raw.max_body_bytes,
+            health_interval: Duration::from_millis(raw.health_interval_ms.max(100)),
+            health_timeout: Duration::from_millis(raw.health_timeout_ms.max(100)),
+            connect_timeout: Duration::from_millis(raw.connect_timeout_ms.max(100)),
+            batch_chunk_size: raw.batch_chunk_size,
+            batch_max_inputs: raw.batch_max_inputs,
+            job_timeout: Duration::from_secs(raw.job_timeout_secs.max(1)),
+            handshake_timeout: Duration::from_millis(raw.handshake_timeout_ms.max(100)),
+            log_format: raw.log_format,
+            worker_env: raw.worker_env,
+        })
+    }
+
+    /// The environment worker processes start with: the captured parent environment, the
+    /// resolved settings they need (so a flag reaches them as surely as a variable), and
+    /// the configured `worker_env` entries, which win.
+    pub fn worker_snapshot(&self, parent: EnvSnapshot) -> EnvSnapshot {
+        let mut snapshot = parent
+            .with("SOLLOL_NODES", self.nodes.join(","))
+            .with("SOLLOL_STRATEGY", self.strategy.as_str())
+            .with("SOLLOL_APP_NAME", self.app_name.clone())
+            .with("SOLLOL_HEALTH_INTERVAL_MS", self.health_interval.as_millis().to_string())
+            .with("SOLLOL_CONNECT_TIMEOUT_MS", self.connect_timeout.as_millis().to_string())
+            .with("SOLLOL_LOG_FORMAT", self.log_format.clone());
+        snapshot = match &self.redis_url {
+            Some(url) => snapshot.with("SOLLOL_REDIS_URL", url.expose()),
+            None => snapshot.without("SOLLOL_REDIS_URL"),
+        };
+        for (name, value) in &self.worker_env {
+            snapshot = snapshot.with(name.clone(), value.clone());
+        }
+        snapshot
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(vars: &[(&str, &str)]) -> EnvSnapshot {
+        EnvSnapshot::from_vars(vars.iter().copied())
+    }
+
+    #[test]
+    fn defaults_bind_loopback_and_use_the_local_ollama() {
+        let settings = Settings::load(&env(&[]), &Overrides::default()).expect("defaults load");
+        assert_eq!(settings.bind, "127.0.0.1:8000");
+        assert_eq!(settings.nodes, vec![DEFAULT_NODE.to_string()]);
+        assert_eq!(settings.strategy, Strategy::RoundRobin);
+        assert!(settings.redis_url.is_none());
+    }
+
+    #[test]
+    fn environment_beats_file_and_flags_beat_environment() {
+        let dir = std::env::temp_dir().join(format!("sollol-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let file = dir.join("sollol.toml");
+        std::fs::write(
+            &file,
+            "bind = \"127.0.0.1:9001\"\nworkers = 7\napp_name = \"from-file\"\n[worker_env]\nEXTRA = \"1\"\n",
+        )
+        .expect("write config");
+        let vars = env(&[
+            ("SOLLOL_WORKERS", "3"),
+            ("SOLLOL_NODES", "127.0.0.1:1, 127.0.0.1:2"),
+            ("SOLLOL_STRATEGY", "least_loaded"),
+            ("SOLLOL_REDIS_URL", "redis://:pw@127.0.0.1:6379/0"),
+        ]);
+        let overrides = Overrides {
+            config_file: Some(file),
+            app_name: Some("from-flag".into()),
+            ..Overrides::default()
+        };
+        let settings = Settings::load(&vars, &overrides).expect("loads");
+        assert_eq!(settings.bind, "127.0.0.1:9001");
+        assert_eq!(settings.workers, 3);
+        assert_eq!(settings.nodes, vec!["127.0.0.1:1", "127.0.0.1:2"]);
+        assert_eq!(settings.strategy, Strategy::LeastLoaded);
+        assert_eq!(settings.app_name, "from-flag");
+        assert_eq!(settings.worker_env["EXTRA"], "1");
+        assert!(!format!("{settings:?}").contains("pw@"));
+    }
+
+    #[test]
+    fn ollama_host_and_sollol_port_keep_their_meaning() {
+        let settings = Settings::load(
+            &env(&[("OLLAMA_HOST", "10.1.2.3"), ("SOLLOL_PORT", "11500")]),
+            &Overrides::default(),
+        )
+        .expect("loads");
+        assert_eq!(settings.nodes, vec!["10.1.2.3"]);
+        assert_eq!(settings.bind, "127.0.0.1:11500");
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let err = Settings::load(&env(&[("SOLLOL_STRATEGY", "fastest")]), &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("strategy") && err.contains("round_robin"), "{err}");
+        let err = Settings::load(&env(&[("SOLLOL_WORKERS", "many")]), &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("workers"), "{err}");
+    }
+
+    #[test]
+    fn worker_snapshot_carries_resolved_settings() {
+        let overrides = Overrides {
+            redis_url: Some("redis://127.0.0.1:6379/2".into()),
+            nodes: vec!["127.0.0.1:5".into()],
+            ..Overrides::default()
+        };
+        let settings = Settings::load(&env(&[]), &overrides).expect("loads");
+        let snapshot = settings.worker_snapshot(env(&[("PATH", "/bin"), ("SOLLOL_APP_NAME", "old")]));
+        assert_eq!(snapshot.get("SOLLOL_REDIS_URL"), Some("redis://127.0.0.1:6379/2"));
+        assert_eq!(snapshot.get("SOLLOL_NODES"), Some("127.0.0.1:5"));
+        assert_eq!(snapshot.get("SOLLOL_APP_NAME"), Some("sollol"));
+        assert_eq!(snapshot.get("PATH"), Some("/bin"));
+    }
+}

@@ -1,0 +1,161 @@
+//! Embedding calls made by sollol itself (batch work), through the router like any
+//! request, reported to the observer like any request.
+
+use std::time::Instant;
+
+use actix::prelude::*;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use sollol_actors::event::Event;
+use sollol_actors::node::{describe_reqwest_error, NodeHandle};
+use sollol_actors::observer::Emit;
+use sollol_actors::router::{PickNode, RouteError, RouterActor};
+
+/// Attempts per chunk when connections to nodes fail.
+const CONNECT_ATTEMPTS: usize = 2;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct EmbedError {
+    /// The HTTP status that best describes the failure to a caller.
+    pub status: u16,
+    pub message: String,
+}
+
+impl EmbedError {
+    fn new(status: u16, message: impl Into<String>) -> Self {
+        Self { status, message: message.into() }
+    }
+}
+
+impl From<RouteError> for EmbedError {
+    fn from(err: RouteError) -> Self {
+        let status = if matches!(err, RouteError::ModelNotFound(_)) { 404 } else { 502 };
+        Self::new(status, err.to_string())
+    }
+}
+
+#[derive(Clone)]
+pub struct Embedder {
+    router: Addr<RouterActor>,
+    observer: Recipient<Emit>,
+}
+
+#[derive(Deserialize)]
+struct EmbedResponse {
+    embeddings: Vec<Value>,
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    error: String,
+}
+
+impl Embedder {
+    pub fn new(router: Addr<RouterActor>, observer: Recipient<Emit>) -> Self {
+        Self { router, observer }
+    }
+
+    /// Embeds `inputs` with `model` on one node; one vector per input, in order.
+    pub async fn embed(&self, model: &str, inputs: &[Value]) -> Result<Vec<Value>, EmbedError> {
+        let body = serde_json::to_vec(&json!({ "model": model, "input": inputs }))
+            .map_err(|err| EmbedError::new(500, err.to_string()))?;
+        let mut pick = PickNode::for_model(model);
+        let mut last_failure = None;
+        for _ in 0..CONNECT_ATTEMPTS {
+            let node = match self.router.send(pick.clone()).await {
+                Ok(Ok(node)) => node,
+                Ok(Err(err)) => {
+                    let mut err = EmbedError::from(err);
+                    if let Some(failure) = &last_failure {
+                        err.message = format!("{}; last failure: {failure}", err.message);
+                    }
+                    return Err(err);
+                }
+                Err(_) => return Err(EmbedError::new(502, "the router has stopped")),
+            };
+            match self.embed_on(&node, model, body.clone(), inputs.len()).await {
+                Err(Attempt::ConnectFailed(message)) => {
+                    pick.exclude.push(node.key().to_string());
+                    last_failure = Some(message);
+                }
+                Err(Attempt::Failed(err)) => return Err(err),
+                Ok(vectors) => return Ok(vectors),
+            }
+        }
+        Err(EmbedError::new(502, last_failure.unwrap_or_else(|| "no node answered".into())))
+    }
+
+    async fn embed_on(&self, node: &NodeHandle, model: &str, body: Vec<u8>, expected: usize) -> Result<Vec<Value>, Attempt> {
+        let _in_flight = node.begin();
+        let started = Instant::now();
+        self.observer.do_send(Emit(Event::ollama_request(node.key(), model, "embed", false)));
+        let result = self.call(node, body, expected).await;
+        let latency = started.elapsed();
+        let event = match &result {
+            Ok(_) => {
+                node.record_success(latency);
+                Event::ollama_response(node.key(), model, "embed", latency, 200, false)
+            }
+            Err(Attempt::ConnectFailed(message)) => {
+                node.record_failure(message, true);
+                Event::ollama_error(node.key(), model, message, latency)
+            }
+            Err(Attempt::Failed(err)) => {
+                if err.status >= 500 {
+                    node.record_failure(&err.message, false);
+                } else {
+                    node.record_success(latency);
+                }
+                Event::ollama_error(node.key(), model, &err.message, latency)
+            }
+        };
+        self.observer.do_send(Emit(event));
+        result
+    }
+
+    async fn call(&self, node: &NodeHandle, body: Vec<u8>, expected: usize) -> Result<Vec<Value>, Attempt> {
+        let response = node
+            .client()
+            .post(node.endpoint("/api/embed"))
+            .header(reqwest::header::HOST, node.host_header())
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body)
+            .send()
+            .await
+            .map_err(|err| {
+                let message = format!("node {}: {}", node.key(), describe_reqwest_error(&err));
+                if err.is_connect() {
+                    Attempt::ConnectFailed(message)
+                } else {
+                    Attempt::Failed(EmbedError::new(502, message))
+                }
+            })?;
+        let status = response.status().as_u16();
+        let bytes = response.bytes().await.map_err(|err| {
+            Attempt::Failed(EmbedError::new(502, format!("node {}: {}", node.key(), describe_reqwest_error(&err))))
+        })?;
+        if status != 200 {
+            let detail = serde_json::from_slice::<ErrorBody>(&bytes)
+                .map(|b| b.error)
+                .unwrap_or_else(|_| String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into_owned());
+            let status = if status >= 500 { 502 } else { status };
+            return Err(Attempt::Failed(EmbedError::new(status, format!("node {}: {detail}", node.key()))));
+        }
+        let parsed: EmbedResponse = serde_json::from_slice(&bytes).map_err(|err| {
+            Attempt::Failed(EmbedError::new(502, format!("node {}: invalid embed response: {err}", node.key())))
+        })?;
+        if parsed.embeddings.len() != expected {
+            return Err(Attempt::Failed(EmbedError::new(
+                502,
+                format!("node {} returned {} embeddings for {expected} inputs", node.key(), parsed.embeddings.len()),
+            )));
+        }
+        Ok(parsed.embeddings)
+    }
+}
+
+enum Attempt {
+    ConnectFailed(String),
+    Failed(EmbedError),
+}

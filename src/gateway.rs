@@ -1,0 +1,129 @@
+//! The Ollama-compatible HTTP gateway.
+//!
+//! [`start`] brings up a whole gateway from [`Settings`]: telemetry, the node actors and
+//! router (checked once before the first request), the worker supervisor, and the
+//! actix-web server on an already-bound loopback listener. [`RunningGateway::run`] serves
+//! until a signal, then stops workers in order and flushes what waits for Redis.
+
+mod aggregate;
+mod batch;
+pub mod error;
+mod own;
+pub mod proxy;
+mod relay;
+pub mod routes;
+mod sniff;
+pub mod state;
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use actix::prelude::*;
+use actix_web::{web, App, HttpServer};
+use sollol_actors::supervisor::{StopWorkers, Supervisor, SupervisorError, SupervisorHandle};
+use sollol_actors::worker::launcher::{ChildSpec, ProcessLauncher};
+use sollol_actors::EnvSnapshot;
+
+use crate::cluster::{Cluster, StartError, Telemetry};
+use crate::config::Settings;
+use state::AppState;
+
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayStartError {
+    #[error(transparent)]
+    Start(#[from] StartError),
+    #[error(transparent)]
+    Supervisor(#[from] SupervisorError),
+    #[error("cannot listen on {bind}: {source} (setting bind)")]
+    Bind { bind: String, source: std::io::Error },
+    #[error("cannot find the sollol executable to start workers: {0}")]
+    Executable(std::io::Error),
+}
+
+/// The program worker processes run: this binary with `worker`, unless told otherwise.
+#[derive(Debug, Clone)]
+pub struct WorkerProgram {
+    pub program: PathBuf,
+    pub args: Vec<String>,
+}
+
+impl WorkerProgram {
+    pub fn current_exe() -> Result<Self, GatewayStartError> {
+        let program = std::env::current_exe().map_err(GatewayStartError::Executable)?;
+        Ok(Self { program, args: vec!["worker".into()] })
+    }
+}
+
+pub struct RunningGateway {
+    pub local_addr: SocketAddr,
+    pub server: actix_web::dev::Server,
+    pub workers: Option<SupervisorHandle>,
+    pub telemetry: Telemetry,
+    pub cluster: Cluster,
+}
+
+/// Starts everything a gateway needs. Call inside an actix `System`.
+pub async fn start(
+    settings: Settings,
+    parent_env: EnvSnapshot,
+    worker_program: WorkerProgram,
+) -> Result<RunningGateway, GatewayStartError> {
+    let listener = TcpListener::bind(&settings.bind)
+        .map_err(|source| GatewayStartError::Bind { bind: settings.bind.clone(), source })?;
+    let local_addr = listener
+        .local_addr()
+        .map_err(|source| GatewayStartError::Bind { bind: settings.bind.clone(), source })?;
+
+    let telemetry = Telemetry::start(&settings, &parent_env)?;
+    let cluster = Cluster::start(&settings, telemetry.emitter())?;
+    let healthy = cluster.check_all().await;
+    for node in &cluster.nodes {
+        let status = node.status();
+        tracing::info!(node = %status.node, state = status.state.as_str(), models = status.models.len(), "node");
+    }
+    if healthy == 0 {
+        tracing::warn!(nodes = cluster.nodes.len(), "no ollama node is reachable yet; requests get 502 until one is");
+    }
+
+    let workers = if settings.workers > 0 {
+        let mut spec = ChildSpec::new(worker_program.program, worker_program.args);
+        spec.handshake_timeout = settings.handshake_timeout;
+        let snapshot = settings.worker_snapshot(parent_env);
+        let supervisor = Supervisor::new(
+            spec,
+            snapshot,
+            settings.workers,
+            Arc::new(ProcessLauncher),
+            Some(telemetry.emitter()),
+        )?;
+        Some(SupervisorHandle::new(supervisor.start()))
+    } else {
+        None
+    };
+
+    let settings = Arc::new(settings);
+    let state = web::Data::new(AppState::new(settings.clone(), &cluster, &telemetry, workers.clone()));
+    let server = HttpServer::new(move || App::new().app_data(state.clone()).configure(routes::configure))
+        .shutdown_timeout(10)
+        .listen(listener)
+        .map_err(|source| GatewayStartError::Bind { bind: settings.bind.clone(), source })?
+        .run();
+    tracing::info!(address = %local_addr, nodes = cluster.nodes.len(), healthy, workers = settings.workers, strategy = %settings.strategy, "gateway listening");
+    Ok(RunningGateway { local_addr, server, workers, telemetry, cluster })
+}
+
+impl RunningGateway {
+    /// Serves until the server stops (SIGINT or SIGTERM), then stops the workers and
+    /// flushes the Redis backlog.
+    pub async fn run(self) -> std::io::Result<()> {
+        let result = self.server.await;
+        tracing::info!("gateway stopping");
+        if let Some(workers) = &self.workers {
+            let stop = workers.addr.send(StopWorkers);
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(8), stop).await;
+        }
+        self.telemetry.flush().await;
+        result
+    }
+}

@@ -1,0 +1,101 @@
+//! The route table: Ollama's API, its OpenAI-compatible layer, and sollol's own routes.
+//!
+//! Unknown paths get Ollama's `404 page not found` and a known path with the wrong method
+//! gets `405 method not allowed` with an `Allow` header, both as `text/plain`, exactly as
+//! an Ollama server answers them.
+
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse, Route};
+
+use super::aggregate;
+use super::batch;
+use super::own;
+use super::proxy::{forward, ModelRule, RouteSpec};
+use super::state::AppState;
+
+const INFERENCE: RouteSpec = RouteSpec::native(ModelRule::Required, true);
+const SINGLE_REPLY: RouteSpec = RouteSpec::native(ModelRule::Required, false);
+const ANY_NODE_PROGRESS: RouteSpec = RouteSpec::native(ModelRule::AnyNode, true);
+const OPENAI: RouteSpec = RouteSpec::openai(ModelRule::Required);
+const OPENAI_MODEL_IN_PATH: RouteSpec = RouteSpec::openai(ModelRule::FromPath);
+
+pub fn configure(config: &mut web::ServiceConfig) {
+    config
+        .service(
+            web::resource("/")
+                .route(web::get().to(root))
+                .route(web::head().to(root))
+                .default_service(not_allowed("GET, HEAD")),
+        )
+        .service(
+            web::resource("/api/version")
+                .route(web::get().to(aggregate::version))
+                .route(web::head().to(aggregate::version))
+                .default_service(not_allowed("GET, HEAD")),
+        )
+        .service(
+            web::resource("/api/tags")
+                .route(web::get().to(aggregate::tags))
+                .route(web::head().to(aggregate::tags))
+                .default_service(not_allowed("GET, HEAD")),
+        )
+        .service(web::resource("/api/ps").route(web::get().to(aggregate::ps)).default_service(not_allowed("GET")))
+        .service(routed("/api/generate", web::post(), INFERENCE, "POST"))
+        .service(routed("/api/chat", web::post(), INFERENCE, "POST"))
+        .service(routed("/api/embed", web::post(), SINGLE_REPLY, "POST"))
+        .service(routed("/api/embeddings", web::post(), SINGLE_REPLY, "POST"))
+        .service(routed("/api/show", web::post(), SINGLE_REPLY, "POST"))
+        .service(routed("/api/pull", web::post(), ANY_NODE_PROGRESS, "POST"))
+        .service(routed("/api/create", web::post(), ANY_NODE_PROGRESS, "POST"))
+        .service(routed("/api/push", web::post(), INFERENCE, "POST"))
+        .service(routed("/api/copy", web::post(), SINGLE_REPLY, "POST"))
+        .service(routed("/api/delete", web::delete(), SINGLE_REPLY, "DELETE"))
+        .service(routed("/v1/chat/completions", web::post(), OPENAI, "POST"))
+        .service(routed("/v1/completions", web::post(), OPENAI, "POST"))
+        .service(routed("/v1/embeddings", web::post(), OPENAI, "POST"))
+        .service(
+            web::resource("/v1/models")
+                .route(web::get().to(aggregate::openai_models))
+                .default_service(not_allowed("GET")),
+        )
+        .service(routed("/v1/models/{model}", web::get(), OPENAI_MODEL_IN_PATH, "GET"))
+        .service(web::resource("/sollol/health").route(web::get().to(own::health)))
+        .service(web::resource("/sollol/nodes").route(web::get().to(own::nodes)))
+        .service(web::resource("/sollol/workers").route(web::get().to(own::workers)))
+        .service(web::resource("/sollol/stats").route(web::get().to(own::stats)))
+        .service(
+            web::resource("/sollol/batch/embed")
+                .route(web::post().to(batch::embed))
+                .default_service(not_allowed("POST")),
+        )
+        .default_service(web::to(not_found));
+}
+
+fn routed(path: &str, method: Route, spec: RouteSpec, allow: &'static str) -> actix_web::Resource {
+    web::resource(path)
+        .route(method.to(move |request: HttpRequest, payload: web::Payload, state: web::Data<AppState>| {
+            forward(request, payload, state, spec)
+        }))
+        .default_service(not_allowed(allow))
+}
+
+async fn root() -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header((header::CONTENT_TYPE, "text/plain; charset=utf-8"))
+        .body("Ollama is running")
+}
+
+async fn not_found() -> HttpResponse {
+    HttpResponse::NotFound()
+        .insert_header((header::CONTENT_TYPE, "text/plain"))
+        .body("404 page not found")
+}
+
+fn not_allowed(allow: &'static str) -> Route {
+    web::to(move || async move {
+        HttpResponse::MethodNotAllowed()
+            .insert_header((header::ALLOW, allow))
+            .insert_header((header::CONTENT_TYPE, "text/plain"))
+            .body("405 method not allowed")
+    })
+}

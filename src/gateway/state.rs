@@ -1,0 +1,63 @@
+//! What every gateway handler shares.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use actix::Addr;
+use serde::Serialize;
+use sollol_actors::node::NodeHandle;
+use sollol_actors::observer::ObserverActor;
+use sollol_actors::redis_publisher::RedisPublisher;
+use sollol_actors::router::RouterActor;
+use sollol_actors::supervisor::SupervisorHandle;
+
+use crate::cluster::{Cluster, Telemetry};
+use crate::config::Settings;
+
+pub struct AppState {
+    pub router: Addr<RouterActor>,
+    pub nodes: Vec<NodeHandle>,
+    pub observer: Addr<ObserverActor>,
+    pub publisher: Option<Addr<RedisPublisher>>,
+    pub workers: Option<SupervisorHandle>,
+    pub settings: Arc<Settings>,
+    pub started: Instant,
+    pub counts: Mutex<RequestCounts>,
+}
+
+impl AppState {
+    pub fn new(
+        settings: Arc<Settings>,
+        cluster: &Cluster,
+        telemetry: &Telemetry,
+        workers: Option<SupervisorHandle>,
+    ) -> Self {
+        Self {
+            router: cluster.router.clone(),
+            nodes: cluster.nodes.clone(),
+            observer: telemetry.observer.clone(),
+            publisher: telemetry.publisher.clone(),
+            workers,
+            settings,
+            started: Instant::now(),
+            counts: Mutex::new(RequestCounts::default()),
+        }
+    }
+
+    /// Counts one finished request; `node` is `None` when no node was reached.
+    pub fn count(&self, node: Option<&str>, status: u16) {
+        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        counts.total += 1;
+        *counts.by_status.entry(status.to_string()).or_default() += 1;
+        *counts.by_node.entry(node.unwrap_or("none").to_string()).or_default() += 1;
+    }
+}
+
+/// Routed requests by node and by final status; served by `/sollol/stats`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RequestCounts {
+    pub total: u64,
+    pub by_node: BTreeMap<String, u64>,
+    pub by_status: BTreeMap<String, u64>,
+}
