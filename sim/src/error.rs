@@ -56,10 +56,7 @@ impl ApiError {
         Self::not_found(format!("model \"{name}\" not found, try pulling it first"))
     }
 
-    pub(crate) fn status(&self) -> StatusCode {
-        self.status
-    }
-
+    #[cfg(test)]
     pub(crate) fn message(&self) -> &str {
         &self.message
     }

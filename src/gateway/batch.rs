@@ -95,15 +95,21 @@ async fn run(state: &AppState, body: &[u8]) -> Result<HttpResponse, GatewayError
     .buffered(concurrency);
 
     let mut embeddings = Vec::with_capacity(inputs.len());
+    let mut failure = None;
     while let Some(result) = results.next().await {
         match result {
             Ok(vectors) => embeddings.extend(vectors),
             Err((first, err)) => {
                 let mut err = embed_error(err);
                 err.message = format!("batch embedding failed at input {first}: {}", err.message);
-                return Err(err);
+                failure = Some(err);
+                break;
             }
         }
+    }
+    drop(results);
+    if let Some(err) = failure {
+        return Err(err);
     }
     Ok(HttpResponse::Ok()
         .content_type("application/json; charset=utf-8")
