@@ -7,7 +7,11 @@ use clap::{Args, Parser, Subcommand};
 use crate::config::Overrides;
 
 #[derive(Debug, Parser)]
-#[command(name = "sollol", version, about = "One fast, observable, fault-tolerant Ollama endpoint over many Ollama servers")]
+#[command(
+    name = "sollol",
+    version,
+    about = "One fast, observable, fault-tolerant Ollama endpoint over many Ollama servers"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

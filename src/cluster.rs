@@ -7,7 +7,9 @@
 use std::time::Duration;
 
 use actix::prelude::*;
-use sollol_actors::node::{parse_node_url, CheckNow, NodeActor, NodeHandle, NodeSettings, NodeUrlError};
+use sollol_actors::node::{
+    parse_node_url, CheckNow, NodeActor, NodeHandle, NodeSettings, NodeUrlError,
+};
 use sollol_actors::observer::{Emit, ObserverActor, ObserverConfig};
 use sollol_actors::redis_publisher::{Flush, PublisherConfig, PublisherError, RedisPublisher};
 use sollol_actors::router::RouterActor;
@@ -50,7 +52,10 @@ impl Telemetry {
             "observer started"
         );
         let observer = ObserverActor::new(config, publisher.clone().map(Addr::recipient)).start();
-        Ok(Self { observer, publisher })
+        Ok(Self {
+            observer,
+            publisher,
+        })
     }
 
     pub fn emitter(&self) -> Recipient<Emit> {

@@ -137,9 +137,16 @@ impl Settings {
         Self::resolve(raw, env, overrides)
     }
 
-    fn resolve(raw: RawSettings, env: &EnvSnapshot, overrides: &Overrides) -> Result<Self, ConfigError> {
+    fn resolve(
+        raw: RawSettings,
+        env: &EnvSnapshot,
+        overrides: &Overrides,
+    ) -> Result<Self, ConfigError> {
         // SOLLOL's `SOLLOL_PORT` keeps its meaning when no explicit bind address is given.
-        let bind = match (raw.port, overrides.bind.is_none() && env.get("SOLLOL_BIND").is_none()) {
+        let bind = match (
+            raw.port,
+            overrides.bind.is_none() && env.get("SOLLOL_BIND").is_none(),
+        ) {
             (Some(port), true) => format!("127.0.0.1:{port}"),
             _ => raw.bind,
         };
@@ -173,7 +180,10 @@ impl Settings {
             nodes,
             workers: raw.workers,
             strategy: raw.strategy.parse()?,
-            redis_url: raw.redis_url.filter(|u| !u.trim().is_empty()).map(RedactedUrl::new),
+            redis_url: raw
+                .redis_url
+                .filter(|u| !u.trim().is_empty())
+                .map(RedactedUrl::new),
             app_name: raw.app_name,
             max_body_bytes: raw.max_body_bytes,
             health_interval: Duration::from_millis(raw.health_interval_ms.max(100)),
@@ -196,8 +206,14 @@ impl Settings {
             .with("SOLLOL_NODES", self.nodes.join(","))
             .with("SOLLOL_STRATEGY", self.strategy.as_str())
             .with("SOLLOL_APP_NAME", self.app_name.clone())
-            .with("SOLLOL_HEALTH_INTERVAL_MS", self.health_interval.as_millis().to_string())
-            .with("SOLLOL_CONNECT_TIMEOUT_MS", self.connect_timeout.as_millis().to_string())
+            .with(
+                "SOLLOL_HEALTH_INTERVAL_MS",
+                self.health_interval.as_millis().to_string(),
+            )
+            .with(
+                "SOLLOL_CONNECT_TIMEOUT_MS",
+                self.connect_timeout.as_millis().to_string(),
+            )
             .with("SOLLOL_LOG_FORMAT", self.log_format.clone());
         snapshot = match &self.redis_url {
             Some(url) => snapshot.with("SOLLOL_REDIS_URL", url.expose()),
@@ -271,10 +287,16 @@ mod tests {
 
     #[test]
     fn bad_values_are_named() {
-        let err = Settings::load(&env(&[("SOLLOL_STRATEGY", "fastest")]), &Overrides::default())
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("strategy") && err.contains("round_robin"), "{err}");
+        let err = Settings::load(
+            &env(&[("SOLLOL_STRATEGY", "fastest")]),
+            &Overrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("strategy") && err.contains("round_robin"),
+            "{err}"
+        );
         let err = Settings::load(&env(&[("SOLLOL_WORKERS", "many")]), &Overrides::default())
             .unwrap_err()
             .to_string();
@@ -289,8 +311,12 @@ mod tests {
             ..Overrides::default()
         };
         let settings = Settings::load(&env(&[]), &overrides).expect("loads");
-        let snapshot = settings.worker_snapshot(env(&[("PATH", "/bin"), ("SOLLOL_APP_NAME", "old")]));
-        assert_eq!(snapshot.get("SOLLOL_REDIS_URL"), Some("redis://127.0.0.1:6379/2"));
+        let snapshot =
+            settings.worker_snapshot(env(&[("PATH", "/bin"), ("SOLLOL_APP_NAME", "old")]));
+        assert_eq!(
+            snapshot.get("SOLLOL_REDIS_URL"),
+            Some("redis://127.0.0.1:6379/2")
+        );
         assert_eq!(snapshot.get("SOLLOL_NODES"), Some("127.0.0.1:5"));
         assert_eq!(snapshot.get("SOLLOL_APP_NAME"), Some("sollol"));
         assert_eq!(snapshot.get("PATH"), Some("/bin"));

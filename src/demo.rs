@@ -19,15 +19,31 @@ struct DemoNode {
 }
 
 const NODES: [DemoNode; 3] = [
-    DemoNode { name: "gpu-box", models: &["llama3.2", "nomic-embed-text"], latency_ms: 20, token_ms: 15 },
-    DemoNode { name: "workstation", models: &["llama3.2", "nomic-embed-text", "qwen2.5"], latency_ms: 60, token_ms: 40 },
-    DemoNode { name: "mini-pc", models: &["llama3.2", "nomic-embed-text"], latency_ms: 150, token_ms: 90 },
+    DemoNode {
+        name: "gpu-box",
+        models: &["llama3.2", "nomic-embed-text"],
+        latency_ms: 20,
+        token_ms: 15,
+    },
+    DemoNode {
+        name: "workstation",
+        models: &["llama3.2", "nomic-embed-text", "qwen2.5"],
+        latency_ms: 60,
+        token_ms: 40,
+    },
+    DemoNode {
+        name: "mini-pc",
+        models: &["llama3.2", "nomic-embed-text"],
+        latency_ms: 150,
+        token_ms: 90,
+    },
 ];
 
 pub async fn run(args: DemoArgs) -> Result<(), String> {
     let mut addresses = Vec::new();
     for node in &NODES {
-        let listener = TcpListener::bind("127.0.0.1:0").map_err(|err| format!("cannot start a simulated node: {err}"))?;
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .map_err(|err| format!("cannot start a simulated node: {err}"))?;
         let address = listener.local_addr().map_err(|err| err.to_string())?;
         let config = SimConfig {
             models: node.models.iter().map(|m| m.to_string()).collect(),
@@ -36,7 +52,8 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
             token_delay: Duration::from_millis(node.token_ms),
             ..SimConfig::default()
         };
-        let server = sollol_sim::start(config, listener).map_err(|err| format!("cannot start a simulated node: {err}"))?;
+        let server = sollol_sim::start(config, listener)
+            .map_err(|err| format!("cannot start a simulated node: {err}"))?;
         actix_rt::spawn(server);
         tracing::info!(node = node.name, %address, latency_ms = node.latency_ms, token_ms = node.token_ms, "simulated node started");
         addresses.push(format!("http://{address}"));
@@ -52,13 +69,20 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
     };
     let env = EnvSnapshot::capture();
     let settings = Settings::load(&env, &overrides).map_err(|err| err.to_string())?;
-    let running = gateway::start(settings, env, WorkerProgram::current_exe().map_err(|e| e.to_string())?)
-        .await
-        .map_err(|err| err.to_string())?;
+    let running = gateway::start(
+        settings,
+        env,
+        WorkerProgram::current_exe().map_err(|e| e.to_string())?,
+    )
+    .await
+    .map_err(|err| err.to_string())?;
     let url = format!("http://{}", running.local_addr);
     println!("sollol demo: a gateway at {url} over three simulated Ollama nodes:");
     for (node, address) in NODES.iter().zip(&addresses) {
-        println!("  {:<12} {address}  (first byte after {} ms, a token every {} ms)", node.name, node.latency_ms, node.token_ms);
+        println!(
+            "  {:<12} {address}  (first byte after {} ms, a token every {} ms)",
+            node.name, node.latency_ms, node.token_ms
+        );
     }
     println!();
     println!("Try:");

@@ -24,13 +24,20 @@ pub struct EmbedError {
 
 impl EmbedError {
     fn new(status: u16, message: impl Into<String>) -> Self {
-        Self { status, message: message.into() }
+        Self {
+            status,
+            message: message.into(),
+        }
     }
 }
 
 impl From<RouteError> for EmbedError {
     fn from(err: RouteError) -> Self {
-        let status = if matches!(err, RouteError::ModelNotFound(_)) { 404 } else { 502 };
+        let status = if matches!(err, RouteError::ModelNotFound(_)) {
+            404
+        } else {
+            502
+        };
         Self::new(status, err.to_string())
     }
 }
@@ -74,7 +81,10 @@ impl Embedder {
                 }
                 Err(_) => return Err(EmbedError::new(502, "the router has stopped")),
             };
-            match self.embed_on(&node, model, body.clone(), inputs.len()).await {
+            match self
+                .embed_on(&node, model, body.clone(), inputs.len())
+                .await
+            {
                 Err(Attempt::ConnectFailed(message)) => {
                     pick.exclude.push(node.key().to_string());
                     last_failure = Some(message);
@@ -83,13 +93,27 @@ impl Embedder {
                 Ok(vectors) => return Ok(vectors),
             }
         }
-        Err(EmbedError::new(502, last_failure.unwrap_or_else(|| "no node answered".into())))
+        Err(EmbedError::new(
+            502,
+            last_failure.unwrap_or_else(|| "no node answered".into()),
+        ))
     }
 
-    async fn embed_on(&self, node: &NodeHandle, model: &str, body: Vec<u8>, expected: usize) -> Result<Vec<Value>, Attempt> {
+    async fn embed_on(
+        &self,
+        node: &NodeHandle,
+        model: &str,
+        body: Vec<u8>,
+        expected: usize,
+    ) -> Result<Vec<Value>, Attempt> {
         let _in_flight = node.begin();
         let started = Instant::now();
-        self.observer.do_send(Emit(Event::ollama_request(node.key(), model, "embed", false)));
+        self.observer.do_send(Emit(Event::ollama_request(
+            node.key(),
+            model,
+            "embed",
+            false,
+        )));
         let result = self.call(node, body, expected).await;
         let latency = started.elapsed();
         let event = match &result {
@@ -114,7 +138,12 @@ impl Embedder {
         result
     }
 
-    async fn call(&self, node: &NodeHandle, body: Vec<u8>, expected: usize) -> Result<Vec<Value>, Attempt> {
+    async fn call(
+        &self,
+        node: &NodeHandle,
+        body: Vec<u8>,
+        expected: usize,
+    ) -> Result<Vec<Value>, Attempt> {
         let response = node
             .client()
             .post(node.endpoint("/api/embed"))
@@ -133,22 +162,37 @@ impl Embedder {
             })?;
         let status = response.status().as_u16();
         let bytes = response.bytes().await.map_err(|err| {
-            Attempt::Failed(EmbedError::new(502, format!("node {}: {}", node.key(), describe_reqwest_error(&err))))
+            Attempt::Failed(EmbedError::new(
+                502,
+                format!("node {}: {}", node.key(), describe_reqwest_error(&err)),
+            ))
         })?;
         if status != 200 {
             let detail = serde_json::from_slice::<ErrorBody>(&bytes)
                 .map(|b| b.error)
-                .unwrap_or_else(|_| String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into_owned());
+                .unwrap_or_else(|_| {
+                    String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into_owned()
+                });
             let status = if status >= 500 { 502 } else { status };
-            return Err(Attempt::Failed(EmbedError::new(status, format!("node {}: {detail}", node.key()))));
+            return Err(Attempt::Failed(EmbedError::new(
+                status,
+                format!("node {}: {detail}", node.key()),
+            )));
         }
         let parsed: EmbedResponse = serde_json::from_slice(&bytes).map_err(|err| {
-            Attempt::Failed(EmbedError::new(502, format!("node {}: invalid embed response: {err}", node.key())))
+            Attempt::Failed(EmbedError::new(
+                502,
+                format!("node {}: invalid embed response: {err}", node.key()),
+            ))
         })?;
         if parsed.embeddings.len() != expected {
             return Err(Attempt::Failed(EmbedError::new(
                 502,
-                format!("node {} returned {} embeddings for {expected} inputs", node.key(), parsed.embeddings.len()),
+                format!(
+                    "node {} returned {} embeddings for {expected} inputs",
+                    node.key(),
+                    parsed.embeddings.len()
+                ),
             )));
         }
         Ok(parsed.embeddings)

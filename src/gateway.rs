@@ -36,7 +36,10 @@ pub enum GatewayStartError {
     #[error(transparent)]
     Supervisor(#[from] SupervisorError),
     #[error("cannot listen on {bind}: {source} (setting bind)")]
-    Bind { bind: String, source: std::io::Error },
+    Bind {
+        bind: String,
+        source: std::io::Error,
+    },
     #[error("cannot find the sollol executable to start workers: {0}")]
     Executable(std::io::Error),
 }
@@ -51,7 +54,10 @@ pub struct WorkerProgram {
 impl WorkerProgram {
     pub fn current_exe() -> Result<Self, GatewayStartError> {
         let program = std::env::current_exe().map_err(GatewayStartError::Executable)?;
-        Ok(Self { program, args: vec!["worker".into()] })
+        Ok(Self {
+            program,
+            args: vec!["worker".into()],
+        })
     }
 }
 
@@ -69,11 +75,16 @@ pub async fn start(
     parent_env: EnvSnapshot,
     worker_program: WorkerProgram,
 ) -> Result<RunningGateway, GatewayStartError> {
-    let listener = TcpListener::bind(&settings.bind)
-        .map_err(|source| GatewayStartError::Bind { bind: settings.bind.clone(), source })?;
+    let listener = TcpListener::bind(&settings.bind).map_err(|source| GatewayStartError::Bind {
+        bind: settings.bind.clone(),
+        source,
+    })?;
     let local_addr = listener
         .local_addr()
-        .map_err(|source| GatewayStartError::Bind { bind: settings.bind.clone(), source })?;
+        .map_err(|source| GatewayStartError::Bind {
+            bind: settings.bind.clone(),
+            source,
+        })?;
 
     let telemetry = Telemetry::start(&settings, &parent_env)?;
     let cluster = Cluster::start(&settings, telemetry.emitter())?;
@@ -83,7 +94,10 @@ pub async fn start(
         tracing::info!(node = %status.node, state = status.state.as_str(), models = status.models.len(), "node");
     }
     if healthy == 0 {
-        tracing::warn!(nodes = cluster.nodes.len(), "no ollama node is reachable yet; requests get 502 until one is");
+        tracing::warn!(
+            nodes = cluster.nodes.len(),
+            "no ollama node is reachable yet; requests get 502 until one is"
+        );
     }
 
     let workers = if settings.workers > 0 {
@@ -103,14 +117,32 @@ pub async fn start(
     };
 
     let settings = Arc::new(settings);
-    let state = web::Data::new(AppState::new(settings.clone(), &cluster, &telemetry, workers.clone()));
-    let server = HttpServer::new(move || App::new().app_data(state.clone()).configure(routes::configure))
-        .shutdown_timeout(10)
-        .listen(listener)
-        .map_err(|source| GatewayStartError::Bind { bind: settings.bind.clone(), source })?
-        .run();
+    let state = web::Data::new(AppState::new(
+        settings.clone(),
+        &cluster,
+        &telemetry,
+        workers.clone(),
+    ));
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .configure(routes::configure)
+    })
+    .shutdown_timeout(10)
+    .listen(listener)
+    .map_err(|source| GatewayStartError::Bind {
+        bind: settings.bind.clone(),
+        source,
+    })?
+    .run();
     tracing::info!(address = %local_addr, nodes = cluster.nodes.len(), healthy, workers = settings.workers, strategy = %settings.strategy, "gateway listening");
-    Ok(RunningGateway { local_addr, server, workers, telemetry, cluster })
+    Ok(RunningGateway {
+        local_addr,
+        server,
+        workers,
+        telemetry,
+        cluster,
+    })
 }
 
 impl RunningGateway {

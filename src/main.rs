@@ -37,7 +37,9 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     logging::init(&settings.log_format);
     actix::System::new().block_on(async move {
         let program = WorkerProgram::current_exe().map_err(|err| err.to_string())?;
-        let running = gateway::start(settings, env, program).await.map_err(|err| err.to_string())?;
+        let running = gateway::start(settings, env, program)
+            .await
+            .map_err(|err| err.to_string())?;
         println!("sollol listening on http://{}", running.local_addr);
         running.run().await.map_err(|err| err.to_string())
     })
@@ -45,7 +47,8 @@ fn serve(args: ServeArgs) -> Result<(), String> {
 
 fn sim_node(args: SimNodeArgs) -> Result<(), String> {
     logging::init("text");
-    let listener = TcpListener::bind(&args.bind).map_err(|err| format!("cannot listen on {}: {err}", args.bind))?;
+    let listener = TcpListener::bind(&args.bind)
+        .map_err(|err| format!("cannot listen on {}: {err}", args.bind))?;
     let address = listener.local_addr().map_err(|err| err.to_string())?;
     let config = sollol_sim::SimConfig {
         models: args.models,

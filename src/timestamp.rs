@@ -4,13 +4,22 @@
 /// Nanoseconds since the Unix epoch, or `None` for text that is not RFC 3339.
 pub fn parse_rfc3339_nanos(text: &str) -> Option<i128> {
     let bytes = text.as_bytes();
-    if bytes.len() < 20 || bytes[4] != b'-' || bytes[7] != b'-' || !matches!(bytes[10], b'T' | b't' | b' ') {
+    if bytes.len() < 20
+        || bytes[4] != b'-'
+        || bytes[7] != b'-'
+        || !matches!(bytes[10], b'T' | b't' | b' ')
+    {
         return None;
     }
     let number = |range: std::ops::Range<usize>| -> Option<i64> { text.get(range)?.parse().ok() };
     let (year, month, day) = (number(0..4)?, number(5..7)?, number(8..10)?);
     let (hour, minute, second) = (number(11..13)?, number(14..16)?, number(17..19)?);
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 || second > 60 {
+    if !(1..=12).contains(&month)
+        || !(1..=31).contains(&day)
+        || hour > 23
+        || minute > 59
+        || second > 60
+    {
         return None;
     }
 
@@ -62,7 +71,10 @@ mod tests {
         let local = parse_rfc3339_nanos("2024-06-04T14:38:31.83753-07:00").expect("valid");
         assert_eq!(utc, local);
         assert_eq!(parse_rfc3339_nanos("1970-01-01T00:00:00Z"), Some(0));
-        assert_eq!(parse_rfc3339_nanos("1970-01-02T00:00:00.5Z"), Some(86_400_500_000_000));
+        assert_eq!(
+            parse_rfc3339_nanos("1970-01-02T00:00:00.5Z"),
+            Some(86_400_500_000_000)
+        );
     }
 
     #[test]

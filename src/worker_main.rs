@@ -34,11 +34,20 @@ struct Jobs {
 
 impl Jobs {
     async fn run(self: Rc<Self>, payload: Value) -> Result<Value, String> {
-        self.checked.get_or_init(|| async { self.cluster.check_all().await; }).await;
-        let job: Job = serde_json::from_value(payload).map_err(|err| format!("invalid job: {err}"))?;
+        self.checked
+            .get_or_init(|| async {
+                self.cluster.check_all().await;
+            })
+            .await;
+        let job: Job =
+            serde_json::from_value(payload).map_err(|err| format!("invalid job: {err}"))?;
         match job {
             Job::Embed { model, input } => {
-                let vectors = self.embedder.embed(&model, &input).await.map_err(|err| err.message)?;
+                let vectors = self
+                    .embedder
+                    .embed(&model, &input)
+                    .await
+                    .map_err(|err| err.message)?;
                 Ok(json!({ "embeddings": vectors }))
             }
         }

@@ -10,7 +10,8 @@ use common::*;
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 
-const CHAT: &str = r#"{"model":"llama3.2","messages":[{"role":"user","content":"why is the sky blue?"}]}"#;
+const CHAT: &str =
+    r#"{"model":"llama3.2","messages":[{"role":"user","content":"why is the sky blue?"}]}"#;
 
 async fn post(url: &str, body: &str) -> reqwest::Response {
     client()
@@ -23,7 +24,12 @@ async fn post(url: &str, body: &str) -> reqwest::Response {
 }
 
 fn header(response: &reqwest::Response, name: &str) -> String {
-    response.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string()
+    response
+        .headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string()
 }
 
 #[actix_rt::test]
@@ -32,10 +38,18 @@ async fn ollama_routes_pass_through_unchanged() {
     let b = sim_node("llama3.2,qwen2.5", &[]);
     let gw = gateway(&[&a, &b], &["--workers", "0"], &[]);
 
-    let root = client().get(format!("{}/", gw.url)).send().await.expect("GET /");
+    let root = client()
+        .get(format!("{}/", gw.url))
+        .send()
+        .await
+        .expect("GET /");
     assert_eq!(header(&root, "content-type"), "text/plain; charset=utf-8");
     assert_eq!(root.text().await.expect("body"), "Ollama is running");
-    let head = client().head(format!("{}/", gw.url)).send().await.expect("HEAD /");
+    let head = client()
+        .head(format!("{}/", gw.url))
+        .send()
+        .await
+        .expect("HEAD /");
     assert_eq!(head.status(), 200);
     assert_eq!(header(&head, "content-length"), "17");
 
@@ -43,9 +57,22 @@ async fn ollama_routes_pass_through_unchanged() {
     assert!(version["version"].is_string(), "{version}");
 
     let tags = get_json(&format!("{}/api/tags", gw.url)).await;
-    let mut names: Vec<&str> = tags["models"].as_array().expect("models").iter().map(|m| m["model"].as_str().expect("model")).collect();
+    let mut names: Vec<&str> = tags["models"]
+        .as_array()
+        .expect("models")
+        .iter()
+        .map(|m| m["model"].as_str().expect("model"))
+        .collect();
     names.sort();
-    assert_eq!(names, ["llama3.2:latest", "nomic-embed-text:latest", "qwen2.5:latest"], "union across nodes, no duplicates");
+    assert_eq!(
+        names,
+        [
+            "llama3.2:latest",
+            "nomic-embed-text:latest",
+            "qwen2.5:latest"
+        ],
+        "union across nodes, no duplicates"
+    );
 
     let ps = get_json(&format!("{}/api/ps", gw.url)).await;
     assert_eq!(ps["models"][0]["name"], "llama3.2:latest");
@@ -53,15 +80,34 @@ async fn ollama_routes_pass_through_unchanged() {
     // A non-streamed reply is byte-identical to the node's own, minus timings.
     let show = r#"{"model":"qwen2.5"}"#;
     let through = post(&format!("{}/api/show", gw.url), show).await;
-    assert_eq!(header(&through, "x-sollol-node"), b.key(), "only node b has qwen2.5");
-    assert_eq!(header(&through, "content-type"), "application/json; charset=utf-8");
+    assert_eq!(
+        header(&through, "x-sollol-node"),
+        b.key(),
+        "only node b has qwen2.5"
+    );
+    assert_eq!(
+        header(&through, "content-type"),
+        "application/json; charset=utf-8"
+    );
     let through = through.bytes().await.expect("body");
-    let direct = post(&format!("{}/api/show", b.url), show).await.bytes().await.expect("body");
+    let direct = post(&format!("{}/api/show", b.url), show)
+        .await
+        .bytes()
+        .await
+        .expect("body");
     assert_eq!(through, direct);
 
     let embed = r#"{"model":"nomic-embed-text","input":["alpha","beta"]}"#;
-    let through = post(&format!("{}/api/embed", gw.url), embed).await.text().await.expect("body");
-    let direct = post(&format!("{}/api/embed", a.url), embed).await.text().await.expect("body");
+    let through = post(&format!("{}/api/embed", gw.url), embed)
+        .await
+        .text()
+        .await
+        .expect("body");
+    let direct = post(&format!("{}/api/embed", a.url), embed)
+        .await
+        .text()
+        .await
+        .expect("body");
     assert_eq!(without_timings(&through), without_timings(&direct));
 
     // A stream arrives as the node's NDJSON lines, with the node's content type.
@@ -71,7 +117,11 @@ async fn ollama_routes_pass_through_unchanged() {
     let node = header(&streamed, "x-sollol-node");
     let through = streamed.text().await.expect("body");
     let direct_url = if node == a.key() { &a.url } else { &b.url };
-    let direct = post(&format!("{direct_url}/api/chat"), CHAT).await.text().await.expect("body");
+    let direct = post(&format!("{direct_url}/api/chat"), CHAT)
+        .await
+        .text()
+        .await
+        .expect("body");
     let normalise = |text: &str| text.lines().map(without_timings).collect::<Vec<_>>();
     assert_eq!(normalise(&through), normalise(&direct));
     assert!(through.ends_with('\n'));
@@ -99,38 +149,67 @@ async fn ollama_routes_pass_through_unchanged() {
 #[actix_rt::test]
 async fn gateway_errors_use_ollama_format_and_status() {
     let a = sim_node("llama3.2", &[]);
-    let gw = gateway(&[&a], &["--workers", "0"], &[("SOLLOL_MAX_BODY_BYTES", "2048")]);
+    let gw = gateway(
+        &[&a],
+        &["--workers", "0"],
+        &[("SOLLOL_MAX_BODY_BYTES", "2048")],
+    );
     let chat = format!("{}/api/chat", gw.url);
 
     let cases = [
-        (r#"{"model":"nope","messages":[]}"#, 404, json!({"error": "model 'nope' not found"})),
-        (r#"{"messages":[]}"#, 400, json!({"error": "model is required"})),
+        (
+            r#"{"model":"nope","messages":[]}"#,
+            404,
+            json!({"error": "model 'nope' not found"}),
+        ),
+        (
+            r#"{"messages":[]}"#,
+            400,
+            json!({"error": "model is required"}),
+        ),
         ("", 400, json!({"error": "missing request body"})),
     ];
     for (body, status, expected) in cases {
         let response = post(&chat, body).await;
         assert_eq!(response.status(), status, "body {body:?}");
-        assert_eq!(header(&response, "content-type"), "application/json; charset=utf-8");
+        assert_eq!(
+            header(&response, "content-type"),
+            "application/json; charset=utf-8"
+        );
         assert_eq!(response.json::<Value>().await.expect("json"), expected);
     }
     let bad = post(&chat, "{not json").await;
     assert_eq!(bad.status(), 400);
-    assert!(bad.json::<Value>().await.expect("json")["error"].as_str().expect("error").contains("invalid json"));
+    assert!(bad.json::<Value>().await.expect("json")["error"]
+        .as_str()
+        .expect("error")
+        .contains("invalid json"));
 
     let big = format!(r#"{{"model":"llama3.2","prompt":"{}"}}"#, "x".repeat(4096));
     let too_large = post(&format!("{}/api/generate", gw.url), &big).await;
     assert_eq!(too_large.status(), 413);
-    let message = too_large.json::<Value>().await.expect("json")["error"].as_str().expect("error").to_string();
+    let message = too_large.json::<Value>().await.expect("json")["error"]
+        .as_str()
+        .expect("error")
+        .to_string();
     assert!(message.contains("max_body_bytes"), "{message}");
 
     let wrong_method = client().get(&chat).send().await.expect("GET");
     assert_eq!(wrong_method.status(), 405);
     assert_eq!(header(&wrong_method, "allow"), "POST");
-    let unknown = client().get(format!("{}/api/nope", gw.url)).send().await.expect("GET");
+    let unknown = client()
+        .get(format!("{}/api/nope", gw.url))
+        .send()
+        .await
+        .expect("GET");
     assert_eq!(unknown.status(), 404);
     assert_eq!(unknown.text().await.expect("body"), "404 page not found");
 
-    let openai = post(&format!("{}/v1/chat/completions", gw.url), r#"{"model":"nope","messages":[]}"#).await;
+    let openai = post(
+        &format!("{}/v1/chat/completions", gw.url),
+        r#"{"model":"nope","messages":[]}"#,
+    )
+    .await;
     assert_eq!(openai.status(), 404);
     let body = openai.json::<Value>().await.expect("json");
     assert_eq!(body["error"]["type"], "not_found_error");
@@ -141,12 +220,22 @@ async fn gateway_errors_use_ollama_format_and_status() {
 async fn round_robin_spreads_requests_and_names_the_node() {
     let a = sim_node("llama3.2", &[]);
     let b = sim_node("llama3.2", &[]);
-    let gw = gateway(&[&a, &b], &["--workers", "0", "--strategy", "round_robin"], &[]);
+    let gw = gateway(
+        &[&a, &b],
+        &["--workers", "0", "--strategy", "round_robin"],
+        &[],
+    );
     let mut counts: HashMap<String, usize> = HashMap::new();
     for _ in 0..10 {
-        let response = post(&format!("{}/api/generate", gw.url), r#"{"model":"llama3.2","prompt":"hi","stream":false}"#).await;
+        let response = post(
+            &format!("{}/api/generate", gw.url),
+            r#"{"model":"llama3.2","prompt":"hi","stream":false}"#,
+        )
+        .await;
         assert_eq!(response.status(), 200);
-        *counts.entry(header(&response, "x-sollol-node")).or_default() += 1;
+        *counts
+            .entry(header(&response, "x-sollol-node"))
+            .or_default() += 1;
     }
     assert_eq!(counts.get(&a.key()), Some(&5), "{counts:?}");
     assert_eq!(counts.get(&b.key()), Some(&5), "{counts:?}");
@@ -159,15 +248,32 @@ async fn a_refused_connection_is_retried_on_another_node() {
     let a = sim_node("llama3.2", &[]);
     let mut b = sim_node("llama3.2", &[]);
     // Health checks are slow here, so the router still believes in b when it dies.
-    let gw = gateway(&[&a, &b], &["--workers", "0"], &[("SOLLOL_HEALTH_INTERVAL_MS", "60000")]);
+    let gw = gateway(
+        &[&a, &b],
+        &["--workers", "0"],
+        &[("SOLLOL_HEALTH_INTERVAL_MS", "60000")],
+    );
     b.kill();
     for _ in 0..4 {
-        let response = post(&format!("{}/api/generate", gw.url), r#"{"model":"llama3.2","prompt":"hi","stream":false}"#).await;
-        assert_eq!(response.status(), 200, "every request is served by the live node");
+        let response = post(
+            &format!("{}/api/generate", gw.url),
+            r#"{"model":"llama3.2","prompt":"hi","stream":false}"#,
+        )
+        .await;
+        assert_eq!(
+            response.status(),
+            200,
+            "every request is served by the live node"
+        );
         assert_eq!(header(&response, "x-sollol-node"), a.key());
     }
     let nodes = get_json(&format!("{}/sollol/nodes", gw.url)).await;
-    let dead = nodes["nodes"].as_array().expect("nodes").iter().find(|n| n["node"] == b.key()).expect("node b");
+    let dead = nodes["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .find(|n| n["node"] == b.key())
+        .expect("node b");
     assert_eq!(dead["state"], "unhealthy");
 }
 
@@ -175,13 +281,28 @@ async fn a_refused_connection_is_retried_on_another_node() {
 async fn unreachable_nodes_give_502() {
     let dead = dead_address();
     let mut command = sollol_command();
-    command.args(["serve", "--bind", "127.0.0.1:0", "--workers", "0", "--node", &dead]);
+    command.args([
+        "serve",
+        "--bind",
+        "127.0.0.1:0",
+        "--workers",
+        "0",
+        "--node",
+        &dead,
+    ]);
     let gw = start_and_wait(command, "gateway");
     let response = post(&format!("{}/api/chat", gw.url), CHAT).await;
     assert_eq!(response.status(), 502);
     let body = response.json::<Value>().await.expect("json");
-    assert!(body["error"].as_str().expect("error").contains("reachable"), "{body}");
-    let health = client().get(format!("{}/sollol/health", gw.url)).send().await.expect("health");
+    assert!(
+        body["error"].as_str().expect("error").contains("reachable"),
+        "{body}"
+    );
+    let health = client()
+        .get(format!("{}/sollol/health", gw.url))
+        .send()
+        .await
+        .expect("health");
     assert_eq!(health.status(), 503);
 }
 
@@ -191,11 +312,23 @@ async fn a_node_dying_mid_stream_ends_the_stream_with_an_error_line() {
     let gw = gateway(&[&a], &["--workers", "0"], &[]);
     let response = post(&format!("{}/api/chat", gw.url), CHAT).await;
     assert_eq!(response.status(), 200);
-    let text = response.text().await.expect("the gateway ends the body cleanly");
-    let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).expect("every line is json")).collect();
+    let text = response
+        .text()
+        .await
+        .expect("the gateway ends the body cleanly");
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("every line is json"))
+        .collect();
     assert_eq!(lines.len(), 3, "{text}");
     assert_eq!(lines[0]["done"], false);
-    assert!(lines[2]["error"].as_str().expect("error line").contains("mid-stream"), "{text}");
+    assert!(
+        lines[2]["error"]
+            .as_str()
+            .expect("error line")
+            .contains("mid-stream"),
+        "{text}"
+    );
     assert!(lines.iter().all(|l| l["done"] != true));
 }
 
@@ -209,13 +342,25 @@ async fn a_client_that_disconnects_cancels_the_upstream_request() {
     let first = stream.next().await.expect("a first chunk").expect("bytes");
     assert!(!first.is_empty());
     let in_flight = |nodes: Value| nodes["nodes"][0]["in_flight"].as_u64();
-    assert_eq!(in_flight(get_json(&format!("{}/sollol/nodes", gw.url)).await), Some(1));
+    assert_eq!(
+        in_flight(get_json(&format!("{}/sollol/nodes", gw.url)).await),
+        Some(1)
+    );
     drop(stream);
     // 40 tokens at 300 ms would take 12 s; a cancelled request is gone long before.
-    eventually(Duration::from_secs(5), "the request to leave the node", || async {
-        (in_flight(get_json(&format!("{}/sollol/nodes", gw.url)).await) == Some(0)).then_some(())
-    })
+    eventually(
+        Duration::from_secs(5),
+        "the request to leave the node",
+        || async {
+            (in_flight(get_json(&format!("{}/sollol/nodes", gw.url)).await) == Some(0))
+                .then_some(())
+        },
+    )
     .await;
     let stats = get_json(&format!("{}/sollol/stats", gw.url)).await;
-    assert_eq!(stats["observer"]["errors_by_backend"][a.key()], 1, "{stats}");
+    assert_eq!(
+        stats["observer"]["errors_by_backend"][a.key()],
+        1,
+        "{stats}"
+    );
 }

@@ -27,6 +27,9 @@ fn the_official_python_client_sees_one_ollama_server() {
         !stderr.contains("No module named 'ollama'"),
         "the ollama python package is missing: run `pip install ollama`"
     );
-    assert!(output.status.success(), "client check failed:\n{stdout}\n{stderr}");
+    assert!(
+        output.status.success(),
+        "client check failed:\n{stdout}\n{stderr}"
+    );
     assert!(stdout.contains("ok: list, ps"), "{stdout}");
 }

@@ -14,7 +14,8 @@ const REDIS_URL: &str = "redis://127.0.0.1:6379/0";
 const ACTIVITY: &str = "sollol:dashboard:ollama:activity";
 
 fn environ(pid: u64) -> BTreeMap<String, String> {
-    let raw = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_else(|err| panic!("read environ of {pid}: {err}"));
+    let raw = std::fs::read(format!("/proc/{pid}/environ"))
+        .unwrap_or_else(|err| panic!("read environ of {pid}: {err}"));
     raw.split(|b| *b == 0)
         .filter_map(|entry| {
             let text = String::from_utf8_lossy(entry);
@@ -28,27 +29,40 @@ async fn ready_workers(gateway: &str, expected: usize) -> Vec<Value> {
     eventually(Duration::from_secs(20), "workers to be ready", || async {
         let body = get_json(&format!("{gateway}/sollol/workers")).await;
         let workers = body["workers"].as_array()?.clone();
-        (workers.len() == expected && workers.iter().all(|w| w["state"] == "ready")).then_some(workers)
+        (workers.len() == expected && workers.iter().all(|w| w["state"] == "ready"))
+            .then_some(workers)
     })
     .await
 }
 
 /// Collects messages from a Redis channel on a thread until `until` returns true or time runs out.
-fn subscribe(channel: &'static str) -> (std::sync::mpsc::Receiver<Value>, std::sync::mpsc::Receiver<()>) {
+fn subscribe(
+    channel: &'static str,
+) -> (
+    std::sync::mpsc::Receiver<Value>,
+    std::sync::mpsc::Receiver<()>,
+) {
     let (messages, received) = std::sync::mpsc::channel();
     let (ready, subscribed) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let client = redis::Client::open(REDIS_URL).expect("redis url");
-        let mut connection = client.get_connection().expect("redis at 127.0.0.1:6379 (started by .ci/run)");
+        let mut connection = client
+            .get_connection()
+            .expect("redis at 127.0.0.1:6379 (started by .ci/run)");
         let mut pubsub = connection.as_pubsub();
         pubsub.subscribe(channel).expect("subscribe");
-        pubsub.set_read_timeout(Some(Duration::from_millis(200))).expect("timeout");
+        pubsub
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .expect("timeout");
         let _ = ready.send(());
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
             if let Ok(message) = pubsub.get_message() {
                 let payload: String = message.get_payload().expect("text payload");
-                if messages.send(serde_json::from_str(&payload).expect("json event")).is_err() {
+                if messages
+                    .send(serde_json::from_str(&payload).expect("json event"))
+                    .is_err()
+                {
                     return;
                 }
             }
@@ -64,15 +78,29 @@ async fn workers_start_with_the_snapshot_and_keep_it_across_restarts() {
     let gw = gateway(
         &[&node],
         &["--workers", "2"],
-        &[("SOLLOL_APP_NAME", app.as_str()), ("SOLLOL_REDIS_URL", REDIS_URL), ("SOLLOL_OBSERVER_SAMPLING", "false")],
+        &[
+            ("SOLLOL_APP_NAME", app.as_str()),
+            ("SOLLOL_REDIS_URL", REDIS_URL),
+            ("SOLLOL_OBSERVER_SAMPLING", "false"),
+        ],
     );
     let workers = ready_workers(&gw.url, 2).await;
     let check = |pid: u64, reported: &Value| {
         let env = environ(pid);
         assert_eq!(env.get("SOLLOL_APP_NAME"), Some(&app), "pid {pid}");
-        assert_eq!(env.get("SOLLOL_REDIS_URL").map(String::as_str), Some(REDIS_URL));
-        assert_eq!(env.get("SOLLOL_OBSERVER_SAMPLING").map(String::as_str), Some("false"));
-        assert_eq!(reported["SOLLOL_APP_NAME"], app.as_str(), "the handshake reports the same");
+        assert_eq!(
+            env.get("SOLLOL_REDIS_URL").map(String::as_str),
+            Some(REDIS_URL)
+        );
+        assert_eq!(
+            env.get("SOLLOL_OBSERVER_SAMPLING").map(String::as_str),
+            Some("false")
+        );
+        assert_eq!(
+            reported["SOLLOL_APP_NAME"],
+            app.as_str(),
+            "the handshake reports the same"
+        );
         assert_eq!(reported["SOLLOL_OBSERVER_SAMPLING"], "false");
     };
     for worker in &workers {
@@ -99,14 +127,29 @@ async fn batch_embedding_through_workers_is_complete_ordered_and_observed() {
     let b = sim_node("nomic-embed-text", &[]);
     let app = format!("batch-test-{}", std::process::id());
     let (events, subscribed) = subscribe(ACTIVITY);
-    subscribed.recv_timeout(Duration::from_secs(10)).expect("subscribed to redis");
+    subscribed
+        .recv_timeout(Duration::from_secs(10))
+        .expect("subscribed to redis");
     let gw = gateway(
         &[&a, &b],
-        &["--workers", "2", "--redis-url", REDIS_URL, "--app-name", &app],
-        &[("SOLLOL_BATCH_CHUNK_SIZE", "5"), ("SOLLOL_OBSERVER_SAMPLING", "false")],
+        &[
+            "--workers",
+            "2",
+            "--redis-url",
+            REDIS_URL,
+            "--app-name",
+            &app,
+        ],
+        &[
+            ("SOLLOL_BATCH_CHUNK_SIZE", "5"),
+            ("SOLLOL_OBSERVER_SAMPLING", "false"),
+        ],
     );
     let workers = ready_workers(&gw.url, 2).await;
-    let worker_pids: HashSet<u64> = workers.iter().map(|w| w["pid"].as_u64().expect("pid")).collect();
+    let worker_pids: HashSet<u64> = workers
+        .iter()
+        .map(|w| w["pid"].as_u64().expect("pid"))
+        .collect();
 
     let inputs: Vec<String> = (0..37).map(|i| format!("document number {i}")).collect();
     let response = client()
@@ -130,7 +173,10 @@ async fn batch_embedding_through_workers_is_complete_ordered_and_observed() {
             .json()
             .await
             .expect("json");
-        assert_eq!(vectors[index], direct["embeddings"][0], "input {index} in its place");
+        assert_eq!(
+            vectors[index], direct["embeddings"][0],
+            "input {index} in its place"
+        );
     }
 
     // A chat through the gateway itself, so the gateway's own events show too.
@@ -146,12 +192,22 @@ async fn batch_embedding_through_workers_is_complete_ordered_and_observed() {
     let mut gateway_events = 0;
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline && (seen_worker_pids.is_empty() || gateway_events == 0) {
-        let Ok(event) = events.recv_timeout(Duration::from_millis(200)) else { continue };
+        let Ok(event) = events.recv_timeout(Duration::from_millis(200)) else {
+            continue;
+        };
         if event["details"]["app"] != app.as_str() {
             continue;
         }
-        assert!(["ollama_request", "ollama_response", "ollama_error", "node_status_change"]
-            .contains(&event["event_type"].as_str().unwrap_or_default()), "{event}");
+        assert!(
+            [
+                "ollama_request",
+                "ollama_response",
+                "ollama_error",
+                "node_status_change"
+            ]
+            .contains(&event["event_type"].as_str().unwrap_or_default()),
+            "{event}"
+        );
         let pid = event["details"]["pid"].as_u64().expect("pid in details");
         if worker_pids.contains(&pid) {
             assert_ne!(event["event_type"], "ollama_error", "{event}");
@@ -160,8 +216,14 @@ async fn batch_embedding_through_workers_is_complete_ordered_and_observed() {
             gateway_events += 1;
         }
     }
-    assert!(!seen_worker_pids.is_empty(), "events from worker processes reach redis with the app name");
-    assert!(gateway_events > 0, "events from the gateway process reach redis with the app name");
+    assert!(
+        !seen_worker_pids.is_empty(),
+        "events from worker processes reach redis with the app name"
+    );
+    assert!(
+        gateway_events > 0,
+        "events from the gateway process reach redis with the app name"
+    );
 }
 
 #[actix_rt::test]
@@ -175,7 +237,10 @@ async fn batch_errors_are_reported_not_hidden() {
     };
     let unknown = post(json!({ "model": "nope", "input": ["a"] })).await;
     assert_eq!(unknown.status(), 404);
-    assert_eq!(unknown.json::<Value>().await.expect("json")["error"], "model 'nope' not found");
+    assert_eq!(
+        unknown.json::<Value>().await.expect("json")["error"],
+        "model 'nope' not found"
+    );
     let bad = post(json!({ "model": "nomic-embed-text", "input": [1, 2] })).await;
     assert_eq!(bad.status(), 400);
     let missing = post(json!({ "input": ["a"] })).await;

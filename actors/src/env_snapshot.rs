@@ -41,7 +41,10 @@ impl EnvSnapshot {
         K: Into<String>,
         V: Into<String>,
     {
-        let vars = vars.into_iter().map(|(k, v)| (k.into(), v.into())).collect();
+        let vars = vars
+            .into_iter()
+            .map(|(k, v)| (k.into(), v.into()))
+            .collect();
         Self { vars }
     }
 
@@ -96,7 +99,9 @@ impl EnvSnapshot {
         let mut diff = EnvDiff::default();
         for (name, value) in &next.vars {
             match self.vars.get(name) {
-                None => diff.added.push((name.clone(), redact_env_value(name, value))),
+                None => diff
+                    .added
+                    .push((name.clone(), redact_env_value(name, value))),
                 Some(old) if old != value => diff.changed.push((
                     name.clone(),
                     redact_env_value(name, old),
@@ -139,7 +144,11 @@ impl fmt::Display for EnvDiff {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut parts = Vec::new();
         parts.extend(self.added.iter().map(|(k, v)| format!("+{k}={v}")));
-        parts.extend(self.changed.iter().map(|(k, old, new)| format!("~{k}={old}->{new}")));
+        parts.extend(
+            self.changed
+                .iter()
+                .map(|(k, old, new)| format!("~{k}={old}->{new}")),
+        );
         parts.extend(self.removed.iter().map(|k| format!("-{k}")));
         if parts.is_empty() {
             f.write_str("no change")
@@ -186,7 +195,10 @@ mod tests {
             .without("PATH")
             .with("OLLAMA_API_KEY", "sk-456");
         let diff = sample().diff(&next);
-        assert_eq!(diff.added, vec![("SOLLOL_OBSERVER_SAMPLING".into(), "false".into())]);
+        assert_eq!(
+            diff.added,
+            vec![("SOLLOL_OBSERVER_SAMPLING".into(), "false".into())]
+        );
         assert_eq!(diff.removed, vec!["PATH".to_string()]);
         assert_eq!(diff.changed.len(), 2);
         let text = diff.to_string();

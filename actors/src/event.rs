@@ -183,7 +183,10 @@ mod tests {
             .iter()
             .map(|key| text.find(&format!("\"{key}\":")).expect("key present"))
             .collect();
-        assert!(positions.windows(2).all(|w| w[0] < w[1]), "key order: {text}");
+        assert!(
+            positions.windows(2).all(|w| w[0] < w[1]),
+            "key order: {text}"
+        );
         assert_eq!(value["event_type"], "ollama_request");
         assert_eq!(value["severity"], "info");
         assert_eq!(value["details"]["operation"], "chat");

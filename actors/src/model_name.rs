@@ -20,7 +20,10 @@ mod tests {
     fn adds_latest_and_lowercases() {
         assert_eq!(normalize_model("Llama3.2"), "llama3.2:latest");
         assert_eq!(normalize_model("llama3.2:1b"), "llama3.2:1b");
-        assert_eq!(normalize_model("host:5000/ns/model"), "host:5000/ns/model:latest");
+        assert_eq!(
+            normalize_model("host:5000/ns/model"),
+            "host:5000/ns/model:latest"
+        );
         assert_eq!(normalize_model("ns/model:q4"), "ns/model:q4");
     }
 }

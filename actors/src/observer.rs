@@ -58,7 +58,12 @@ impl ObserverConfig {
                 .unwrap_or(DEFAULT_APP_NAME)
                 .to_string(),
             pid: defaults.pid,
-            sampling: read_var(env, "SOLLOL_OBSERVER_SAMPLING", parse_bool, defaults.sampling),
+            sampling: read_var(
+                env,
+                "SOLLOL_OBSERVER_SAMPLING",
+                parse_bool,
+                defaults.sampling,
+            ),
             sample_rate: read_var(
                 env,
                 "SOLLOL_OBSERVER_SAMPLE_RATE",
@@ -88,7 +93,11 @@ fn read_var<T>(env: &EnvSnapshot, name: &str, parse: impl Fn(&str) -> Option<T>,
     match env.get(name) {
         None => default,
         Some(raw) => parse(raw).unwrap_or_else(|| {
-            tracing::warn!(variable = name, value = raw, "ignoring invalid value, using the default");
+            tracing::warn!(
+                variable = name,
+                value = raw,
+                "ignoring invalid value, using the default"
+            );
             default
         }),
     }
@@ -183,10 +192,22 @@ impl Handler<Emit> for ObserverActor {
         event.details.insert("pid".into(), self.config.pid.into());
 
         let type_name = event.event_type.as_str();
-        *self.stats.events_by_type.entry(type_name.into()).or_default() += 1;
-        *self.stats.events_by_backend.entry(event.backend.clone()).or_default() += 1;
+        *self
+            .stats
+            .events_by_type
+            .entry(type_name.into())
+            .or_default() += 1;
+        *self
+            .stats
+            .events_by_backend
+            .entry(event.backend.clone())
+            .or_default() += 1;
         if event.severity >= Severity::Error {
-            *self.stats.errors_by_backend.entry(event.backend.clone()).or_default() += 1;
+            *self
+                .stats
+                .errors_by_backend
+                .entry(event.backend.clone())
+                .or_default() += 1;
         }
 
         if let Some(publisher) = &self.publisher {
@@ -235,7 +256,10 @@ mod tests {
         assert_eq!(config.app_name, "indexer");
         assert!(!config.sampling);
         assert_eq!(config.sample_rate, 1.0);
-        assert_eq!(ObserverConfig::from_env(&EnvSnapshot::default()).app_name, "sollol");
+        assert_eq!(
+            ObserverConfig::from_env(&EnvSnapshot::default()).app_name,
+            "sollol"
+        );
     }
 
     #[test]
@@ -250,15 +274,22 @@ mod tests {
             };
             let observer = ObserverActor::new(config, None).start();
             for i in 0..5 {
-                let event = Event::ollama_error(&format!("n{i}"), "m", "HTTP 500", Default::default());
+                let event =
+                    Event::ollama_error(&format!("n{i}"), "m", "HTTP 500", Default::default());
                 observer.do_send(Emit(event));
             }
-            let stats = observer.send(GetObserverStats).await.expect("observer alive");
+            let stats = observer
+                .send(GetObserverStats)
+                .await
+                .expect("observer alive");
             assert_eq!(stats.total_events, 5);
             assert_eq!(stats.events_in_memory, 3);
             assert_eq!(stats.events_by_type["ollama_error"], 5);
             assert_eq!(stats.errors_by_backend["n4"], 1);
-            let recent = observer.send(RecentEvents { limit: 10 }).await.expect("alive");
+            let recent = observer
+                .send(RecentEvents { limit: 10 })
+                .await
+                .expect("alive");
             assert_eq!(recent.len(), 3);
             assert_eq!(recent[0].backend, "n4");
             assert_eq!(recent[0].details["app"], "t");
@@ -271,11 +302,22 @@ mod tests {
     fn sampling_drops_only_info_events_and_counts_them() {
         let system = System::new();
         system.block_on(async {
-            let config = ObserverConfig { sample_rate: 0.0, ..ObserverConfig::default() };
+            let config = ObserverConfig {
+                sample_rate: 0.0,
+                ..ObserverConfig::default()
+            };
             let observer = ObserverActor::new(config, None).start();
             observer.do_send(Emit(Event::ollama_request("n", "m", "chat", false)));
-            observer.do_send(Emit(Event::ollama_error("n", "m", "boom", Default::default())));
-            let stats = observer.send(GetObserverStats).await.expect("observer alive");
+            observer.do_send(Emit(Event::ollama_error(
+                "n",
+                "m",
+                "boom",
+                Default::default(),
+            )));
+            let stats = observer
+                .send(GetObserverStats)
+                .await
+                .expect("observer alive");
             assert_eq!(stats.total_events, 2);
             assert_eq!(stats.dropped_by_sampling, 1);
             assert_eq!(stats.events_in_memory, 1);

@@ -138,8 +138,11 @@ impl RedisPublisher {
         let options = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(self.config.connect_timeout))
             .set_response_timeout(Some(self.config.response_timeout));
-        let attempt =
-            async move { client.get_multiplexed_async_connection_with_config(&options).await };
+        let attempt = async move {
+            client
+                .get_multiplexed_async_connection_with_config(&options)
+                .await
+        };
         ctx.spawn(attempt.into_actor(self).map(|result, act, ctx| match result {
             Ok(connection) => {
                 tracing::info!(url = %act.config.url, backlog = act.backlog.len(), "connected to redis");
@@ -291,7 +294,9 @@ mod tests {
     #[test]
     fn invalid_url_is_reported_without_the_password() {
         let url = RedactedUrl::new("nonsense://:pw@127.0.0.1:1");
-        let err = RedisPublisher::new(PublisherConfig::new(url)).err().expect("must fail");
+        let err = RedisPublisher::new(PublisherConfig::new(url))
+            .err()
+            .expect("must fail");
         let text = err.to_string();
         assert!(text.starts_with("invalid redis url"), "{text}");
         assert!(!text.contains("pw"), "{text}");

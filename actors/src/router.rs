@@ -132,7 +132,10 @@ impl RouterActor {
             Strategy::LeastLoaded => {
                 let start = turn % candidates.len();
                 let rotated = candidates[start..].iter().chain(&candidates[..start]);
-                rotated.min_by_key(|node| node.in_flight()).copied().unwrap_or(candidates[0])
+                rotated
+                    .min_by_key(|node| node.in_flight())
+                    .copied()
+                    .unwrap_or(candidates[0])
             }
         };
         tracing::trace!(node = %chosen.key(), strategy = strategy.as_str(), candidates = candidates.len(), "node picked");
@@ -193,7 +196,11 @@ mod tests {
         ]
     }
 
-    fn count_picks(router: &mut RouterActor, request: &PickNode, n: usize) -> HashMap<String, usize> {
+    fn count_picks(
+        router: &mut RouterActor,
+        request: &PickNode,
+        n: usize,
+    ) -> HashMap<String, usize> {
         let mut counts = HashMap::new();
         for _ in 0..n {
             let node = router.pick(request).expect("a node");
@@ -221,7 +228,11 @@ mod tests {
 
         let mut router = RouterActor::new(cluster(), Strategy::LeastLoaded);
         let counts = count_picks(&mut router, &PickNode::for_model("llama3.2"), 4);
-        assert_eq!(counts.len(), 2, "idle ties must not all go to the first node: {counts:?}");
+        assert_eq!(
+            counts.len(),
+            2,
+            "idle ties must not all go to the first node: {counts:?}"
+        );
     }
 
     #[test]
@@ -248,13 +259,24 @@ mod tests {
             assert_eq!(router.pick(&request).expect("node").key(), "127.0.0.1:1002");
         }
         request.exclude.push("127.0.0.1:1002".into());
-        assert_eq!(router.pick(&request).err(), Some(RouteError::NoneReachable("llama3.2".into())));
-        assert_eq!(RouterActor::new(vec![], Strategy::RoundRobin).pick(&request).err(), Some(RouteError::NoNodes));
+        assert_eq!(
+            router.pick(&request).err(),
+            Some(RouteError::NoneReachable("llama3.2".into()))
+        );
+        assert_eq!(
+            RouterActor::new(vec![], Strategy::RoundRobin)
+                .pick(&request)
+                .err(),
+            Some(RouteError::NoNodes)
+        );
     }
 
     #[test]
     fn strategies_parse_from_their_names() {
-        assert_eq!("least_loaded".parse::<Strategy>(), Ok(Strategy::LeastLoaded));
+        assert_eq!(
+            "least_loaded".parse::<Strategy>(),
+            Ok(Strategy::LeastLoaded)
+        );
         assert_eq!("ROUND_ROBIN".parse::<Strategy>(), Ok(Strategy::RoundRobin));
         let err = "fastest".parse::<Strategy>().unwrap_err().to_string();
         assert!(err.contains("round_robin, least_loaded"), "{err}");
@@ -265,7 +287,10 @@ mod tests {
         let system = System::new();
         system.block_on(async {
             let router = RouterActor::new(cluster(), Strategy::RoundRobin).start();
-            let node = router.send(PickNode::for_model("nomic-embed-text")).await.expect("alive");
+            let node = router
+                .send(PickNode::for_model("nomic-embed-text"))
+                .await
+                .expect("alive");
             assert_eq!(node.expect("node").key(), "127.0.0.1:1001");
             assert_eq!(router.send(GetNodes).await.expect("alive").len(), 3);
         });

@@ -57,20 +57,24 @@ pub fn redact_url(url: &str) -> String {
         Some((user, _password)) => format!("{user}:{REDACTED}"),
         None => REDACTED.to_string(),
     };
-    format!(
-        "{}{}@{}",
-        &url[..scheme_end + 3],
-        hidden,
-        &rest[at + 1..]
-    )
+    format!("{}{}@{}", &url[..scheme_end + 3], hidden, &rest[at + 1..])
 }
 
 /// Whether an environment variable's name says that its value is a secret.
 pub fn is_secret_name(name: &str) -> bool {
     let upper = name.to_ascii_uppercase();
-    ["PASSWORD", "PASSWD", "SECRET", "TOKEN", "API_KEY", "APIKEY", "CREDENTIAL", "PRIVATE_KEY"]
-        .iter()
-        .any(|marker| upper.contains(marker))
+    [
+        "PASSWORD",
+        "PASSWD",
+        "SECRET",
+        "TOKEN",
+        "API_KEY",
+        "APIKEY",
+        "CREDENTIAL",
+        "PRIVATE_KEY",
+    ]
+    .iter()
+    .any(|marker| upper.contains(marker))
 }
 
 /// The value of an environment variable as it may be shown: secrets by name are replaced

@@ -135,8 +135,16 @@ impl Supervisor {
         })
     }
 
-    fn emit(&self, event_type: EventType, severity: Severity, slot: &Slot, detail: Option<(&str, Value)>) {
-        let Some(observer) = &self.observer else { return };
+    fn emit(
+        &self,
+        event_type: EventType,
+        severity: Severity,
+        slot: &Slot,
+        detail: Option<(&str, Value)>,
+    ) {
+        let Some(observer) = &self.observer else {
+            return;
+        };
         let mut event = Event::new(event_type, severity, format!("worker:{}", slot.id))
             .detail("worker_id", slot.id)
             .detail("restarts", slot.restarts);
@@ -205,7 +213,12 @@ impl Supervisor {
             );
             let error = slot.last_error.clone().unwrap_or_default();
             let slot = &self.slots[index];
-            self.emit(EventType::WorkerFailed, Severity::Error, slot, Some(("error", error.into())));
+            self.emit(
+                EventType::WorkerFailed,
+                Severity::Error,
+                slot,
+                Some(("error", error.into())),
+            );
             return;
         }
         let exponent = slot.recent_exits.len().saturating_sub(1).min(16) as u32;
@@ -275,8 +288,18 @@ impl Handler<WorkerReport> for Supervisor {
 
     fn handle(&mut self, report: WorkerReport, ctx: &mut Self::Context) {
         match report {
-            WorkerReport::Ready { slot: index, generation, pid, env, .. } => {
-                let Some(slot) = self.slots.get_mut(index).filter(|s| s.generation == generation) else {
+            WorkerReport::Ready {
+                slot: index,
+                generation,
+                pid,
+                env,
+                ..
+            } => {
+                let Some(slot) = self
+                    .slots
+                    .get_mut(index)
+                    .filter(|s| s.generation == generation)
+                else {
                     return;
                 };
                 slot.state = WorkerState::Ready;
@@ -288,8 +311,17 @@ impl Handler<WorkerReport> for Supervisor {
                     self.roll_next(ctx);
                 }
             }
-            WorkerReport::Exited { slot: index, generation, reason, failure } => {
-                let Some(slot) = self.slots.get_mut(index).filter(|s| s.generation == generation) else {
+            WorkerReport::Exited {
+                slot: index,
+                generation,
+                reason,
+                failure,
+            } => {
+                let Some(slot) = self
+                    .slots
+                    .get_mut(index)
+                    .filter(|s| s.generation == generation)
+                else {
                     return;
                 };
                 slot.worker = None;
@@ -302,7 +334,11 @@ impl Handler<WorkerReport> for Supervisor {
                 let slot = &self.slots[index];
                 self.emit(
                     EventType::WorkerExited,
-                    if replacing || self.stopping { Severity::Info } else { Severity::Warning },
+                    if replacing || self.stopping {
+                        Severity::Info
+                    } else {
+                        Severity::Warning
+                    },
                     slot,
                     Some(("reason", reason.to_string().into())),
                 );
@@ -367,11 +403,18 @@ impl Handler<AcquireWorker> for Supervisor {
             .filter(|slot| slot.state == WorkerState::Ready && !slot.replacing)
             .collect();
         if ready.is_empty() {
-            let all_failed = self.slots.iter().all(|slot| slot.state == WorkerState::Failed);
+            let all_failed = self
+                .slots
+                .iter()
+                .all(|slot| slot.state == WorkerState::Failed);
             let reason = if self.slots.is_empty() {
                 "no workers are configured".to_string()
             } else if all_failed {
-                let last = self.slots.iter().find_map(|s| s.last_error.clone()).unwrap_or_default();
+                let last = self
+                    .slots
+                    .iter()
+                    .find_map(|s| s.last_error.clone())
+                    .unwrap_or_default();
                 format!("every worker failed; last error: {last}")
             } else {
                 "workers are starting".to_string()
@@ -380,7 +423,9 @@ impl Handler<AcquireWorker> for Supervisor {
         }
         self.turn = self.turn.wrapping_add(1);
         let slot = ready[self.turn % ready.len()];
-        slot.worker.clone().ok_or_else(|| JobError::NotAccepting(slot.id))
+        slot.worker
+            .clone()
+            .ok_or_else(|| JobError::NotAccepting(slot.id))
     }
 }
 
@@ -430,7 +475,9 @@ impl SupervisorHandle {
         loop {
             let worker = match self.addr.send(AcquireWorker).await {
                 Ok(Ok(worker)) => worker,
-                Ok(Err(JobError::NoWorker(reason))) if reason == "workers are starting" && started.elapsed() < self.ready_wait => {
+                Ok(Err(JobError::NoWorker(reason)))
+                    if reason == "workers are starting" && started.elapsed() < self.ready_wait =>
+                {
                     actix_rt::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
@@ -438,7 +485,10 @@ impl SupervisorHandle {
                 Err(_) => return Err(JobError::NoWorker("the supervisor has stopped".into())),
             };
             attempt += 1;
-            let job = RunJob { payload: payload.clone(), timeout };
+            let job = RunJob {
+                payload: payload.clone(),
+                timeout,
+            };
             match worker.send(job).await {
                 Ok(Ok(value)) => return Ok(value),
                 Ok(Err(err)) if err.is_retryable() && attempt < self.attempts => {

@@ -264,7 +264,10 @@ mod tests {
             "json: cannot unmarshal array into Go value of type api.ChatRequest"
         );
         let body = Body::decode(br#"{"stream":"yes"}"#, "api.ChatRequest").expect("decodes");
-        let err = body.fields().bool("stream").expect_err("a string is no bool");
+        let err = body
+            .fields()
+            .bool("stream")
+            .expect_err("a string is no bool");
         assert_eq!(
             err.message(),
             "json: cannot unmarshal string into Go struct field ChatRequest.stream of type bool"
@@ -273,8 +276,11 @@ mod tests {
 
     #[test]
     fn keys_match_without_case_and_null_is_absent() {
-        let body = Body::decode(br#"{"Model":"llama3.2","stream":null} trailing"#, "api.ChatRequest")
-            .expect("only the first value is read");
+        let body = Body::decode(
+            br#"{"Model":"llama3.2","stream":null} trailing"#,
+            "api.ChatRequest",
+        )
+        .expect("only the first value is read");
         let fields = body.fields();
         assert_eq!(fields.string("model").expect("string"), "llama3.2");
         assert_eq!(fields.bool("stream").expect("bool"), None);

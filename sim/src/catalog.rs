@@ -294,12 +294,14 @@ mod tests {
         assert_eq!(llama.details.parameter_size, "3.2B");
         assert!(!llama.embedding_only);
 
-        let embedder = ModelEntry::new("nomic-embed-text").expect("name").profile(8);
+        let embedder = ModelEntry::new("nomic-embed-text")
+            .expect("name")
+            .profile(8);
         assert!(embedder.embedding_only);
         assert_eq!(embedder.details.family, "nomic-bert");
 
         let sized = ModelEntry::new("qwen2.5:0.5b").expect("name").profile(8);
-        assert_eq!(sized.details.parameter_size, "0.5B");
+        assert_eq!(sized.details.parameter_size, "500M");
         assert_ne!(llama.digest, sized.digest);
         assert_ne!(llama.modified_nanos, sized.modified_nanos);
     }

@@ -193,10 +193,18 @@ pub(crate) fn tool_spec(tools: &[Value], path: &str) -> Result<Option<ToolSpec>,
         };
         let mut arguments: Vec<(String, String)> = if required.is_empty() {
             properties
-                .map(|properties| properties.keys().map(|key| (key.clone(), type_of(key))).collect())
+                .map(|properties| {
+                    properties
+                        .keys()
+                        .map(|key| (key.clone(), type_of(key)))
+                        .collect()
+                })
                 .unwrap_or_default()
         } else {
-            required.iter().map(|key| ((*key).to_owned(), type_of(key))).collect()
+            required
+                .iter()
+                .map(|key| ((*key).to_owned(), type_of(key)))
+                .collect()
         };
         arguments.sort();
         arguments.dedup();
@@ -281,7 +289,12 @@ pub(crate) async fn answer(sim: &Sim, entry: &ModelEntry, prompt: &Prompt) -> An
 }
 
 /// Loads `entry` for an empty request (the "load" call) and waits until it is ready.
-pub(crate) async fn load(sim: &Sim, entry: &ModelEntry, keep_alive: KeepAlive, num_ctx: Option<u64>) {
+pub(crate) async fn load(
+    sim: &Sim,
+    entry: &ModelEntry,
+    keep_alive: KeepAlive,
+    num_ctx: Option<u64>,
+) {
     let load = sim.touch(entry, keep_alive, num_ctx);
     tracing::debug!(model = %entry.name, started = load.started, "model load requested");
     sleep(load.wait).await;
@@ -295,7 +308,7 @@ fn tool_call(seed: u64, tool: &ToolSpec) -> ToolCall {
             let argument_seed = text::hash(&[&seed.to_string(), name]);
             let value = match kind.as_str() {
                 "integer" | "number" => Value::from(1 + argument_seed % 30),
-                "boolean" => Value::Bool(argument_seed % 2 == 0),
+                "boolean" => Value::Bool(argument_seed.is_multiple_of(2)),
                 "array" => Value::Array(Vec::new()),
                 "object" => Value::Object(Map::new()),
                 _ => Value::String(text::word(argument_seed)),
@@ -341,7 +354,10 @@ mod tests {
         assert_eq!(spec.name, "get_weather");
         assert_eq!(
             spec.arguments,
-            [("city".to_owned(), "string".to_owned()), ("days".to_owned(), "integer".to_owned())]
+            [
+                ("city".to_owned(), "string".to_owned()),
+                ("days".to_owned(), "integer".to_owned())
+            ]
         );
 
         let call = tool_call(7, &spec);

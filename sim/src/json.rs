@@ -50,11 +50,11 @@ impl Formatter for GoFormatter {
                 '\u{2029}' => "\\u2029",
                 _ => continue,
             };
-            writer.write_all(fragment[start..index].as_bytes())?;
+            writer.write_all(&fragment.as_bytes()[start..index])?;
             writer.write_all(escaped.as_bytes())?;
             start = index + ch.len_utf8();
         }
-        writer.write_all(fragment[start..].as_bytes())
+        writer.write_all(&fragment.as_bytes()[start..])
     }
 
     fn write_f32<W: ?Sized + Write>(&mut self, writer: &mut W, value: f32) -> io::Result<()> {
@@ -104,8 +104,14 @@ mod tests {
     #[test]
     fn prints_floats_like_go() {
         assert_eq!(encode(&json!([1.0, 0.5, -2.25])), "[1,0.5,-2.25]");
-        assert_eq!(encode(&json!([1e-7, 1e21, 123456.0])), "[1e-7,1e+21,123456]");
-        assert_eq!(String::from_utf8(to_vec(&[0.1f32])).expect("utf-8"), "[0.1]");
+        assert_eq!(
+            encode(&json!([1e-7, 1e21, 123456.0])),
+            "[1e-7,1e+21,123456]"
+        );
+        assert_eq!(
+            String::from_utf8(to_vec(&[0.1f32])).expect("utf-8"),
+            "[0.1]"
+        );
     }
 
     #[test]

@@ -140,7 +140,10 @@ mod tests {
 
     #[test]
     fn numbers_are_seconds_and_negative_is_forever() {
-        assert_eq!(parse(json!(30)), Ok(KeepAlive::For(Duration::from_secs(30))));
+        assert_eq!(
+            parse(json!(30)),
+            Ok(KeepAlive::For(Duration::from_secs(30)))
+        );
         assert_eq!(parse(json!(-1)), Ok(KeepAlive::Forever));
         assert!(parse(json!(0)).expect("zero").is_zero());
         assert_eq!(KeepAlive::parse(None), Ok(KeepAlive::Default));
@@ -170,6 +173,9 @@ mod tests {
             parse(json!("5x")),
             Err("time: unknown unit \"x\" in duration \"5x\"".to_owned())
         );
-        assert_eq!(parse(json!(true)), Err("Unsupported type: 'bool'".to_owned()));
+        assert_eq!(
+            parse(json!(true)),
+            Err("Unsupported type: 'bool'".to_owned())
+        );
     }
 }

@@ -167,7 +167,9 @@ fn modelfile(entry: &ModelEntry, profile: &Profile, template: &str) -> String {
         entry.name, profile.digest
     );
     if !template.is_empty() {
-        text.push_str(&format!("TEMPLATE \"{template}\"\nPARAMETER num_ctx 4096\n"));
+        text.push_str(&format!(
+            "TEMPLATE \"{template}\"\nPARAMETER num_ctx 4096\n"
+        ));
     }
     text
 }
@@ -181,13 +183,19 @@ fn model_info(profile: &Profile) -> BTreeMap<String, Value> {
             "general.basename".to_owned(),
             Value::from(profile.base_name.as_str()),
         ),
-        ("general.file_type".to_owned(), Value::from(profile.file_type)),
+        (
+            "general.file_type".to_owned(),
+            Value::from(profile.file_type),
+        ),
         (
             "general.parameter_count".to_owned(),
             Value::from(profile.parameter_count),
         ),
         ("general.quantization_version".to_owned(), Value::from(2)),
-        (format!("{arch}.block_count"), Value::from(profile.block_count)),
+        (
+            format!("{arch}.block_count"),
+            Value::from(profile.block_count),
+        ),
         (
             format!("{arch}.context_length"),
             Value::from(profile.context_length),
@@ -237,7 +245,10 @@ fn pull_progress(entry: &ModelEntry, present: bool, embedding_dim: usize) -> Vec
     let profile = entry.profile(embedding_dim);
     let layers = [
         (profile.digest, profile.size),
-        (text::hex_digest(text::hash(&[&entry.key, "template"])), 1_429),
+        (
+            text::hex_digest(text::hash(&[&entry.key, "template"])),
+            1_429,
+        ),
         (text::hex_digest(text::hash(&[&entry.key, "params"])), 7_711),
     ];
 
@@ -321,7 +332,9 @@ pub(crate) async fn copy(sim: web::Data<Sim>, body: Bytes) -> Result<HttpRespons
     let source = fields.string("source")?;
     let destination = fields.string("destination")?;
     if catalog::with_tag(source).is_none() {
-        return Err(ApiError::bad_request(format!("source {source:?} is invalid")));
+        return Err(ApiError::bad_request(format!(
+            "source {source:?} is invalid"
+        )));
     }
     if catalog::with_tag(destination).is_none() {
         return Err(ApiError::bad_request(format!(

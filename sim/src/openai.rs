@@ -221,39 +221,44 @@ pub(crate) async fn chat_completions(
     let content_frames = answer.content_frames();
     let usage = options.include_usage.then(|| Usage::of(&answer));
     let frames = content_frames + 1 + usize::from(usage.is_some()) + 1;
-    Ok(reply::streamed(EVENT_STREAM, frames, pacing, move |index| {
-        if index + 1 == frames {
-            return reply::event_done();
-        }
-        let chunk = |choices, usage| ChatChunk {
-            id: &id,
-            object: "chat.completion.chunk",
-            created,
-            model: &model,
-            system_fingerprint: FINGERPRINT,
-            choices,
-            usage,
-        };
-        if index > content_frames {
-            return reply::event(&chunk(Vec::new(), usage));
-        }
-        let (delta, finish) = if index == content_frames {
-            (Delta::default(), Some(finish_reason))
-        } else {
-            let delta = Delta {
-                role: (index == 0).then_some("assistant"),
-                content: Some(answer.tokens.get(index).map_or("", String::as_str)),
-                tool_calls: answer.tool_call.as_ref().map(OpenAiToolCall::of),
+    Ok(reply::streamed(
+        EVENT_STREAM,
+        frames,
+        pacing,
+        move |index| {
+            if index + 1 == frames {
+                return reply::event_done();
+            }
+            let chunk = |choices, usage| ChatChunk {
+                id: &id,
+                object: "chat.completion.chunk",
+                created,
+                model: &model,
+                system_fingerprint: FINGERPRINT,
+                choices,
+                usage,
             };
-            (delta, None)
-        };
-        let choice = ChunkChoice {
-            index: 0,
-            delta,
-            finish_reason: finish,
-        };
-        reply::event(&chunk(vec![choice], None))
-    }))
+            if index > content_frames {
+                return reply::event(&chunk(Vec::new(), usage));
+            }
+            let (delta, finish) = if index == content_frames {
+                (Delta::default(), Some(finish_reason))
+            } else {
+                let delta = Delta {
+                    role: (index == 0).then_some("assistant"),
+                    content: Some(answer.tokens.get(index).map_or("", String::as_str)),
+                    tool_calls: answer.tool_call.as_ref().map(OpenAiToolCall::of),
+                };
+                (delta, None)
+            };
+            let choice = ChunkChoice {
+                index: 0,
+                delta,
+                finish_reason: finish,
+            };
+            reply::event(&chunk(vec![choice], None))
+        },
+    ))
 }
 
 /// Role and text of each message. Content is a string or an array of parts whose `text`
@@ -357,33 +362,38 @@ pub(crate) async fn completions(
     let tokens = answer.tokens.len();
     let usage = options.include_usage.then(|| Usage::of(&answer));
     let frames = tokens + 1 + usize::from(usage.is_some()) + 1;
-    Ok(reply::streamed(EVENT_STREAM, frames, pacing, move |index| {
-        if index + 1 == frames {
-            return reply::event_done();
-        }
-        let choices = match index {
-            index if index < tokens => vec![CompletionChoice {
-                text: &answer.tokens[index],
-                index: 0,
-                finish_reason: None,
-            }],
-            index if index == tokens => vec![CompletionChoice {
-                text: "",
-                index: 0,
-                finish_reason: Some(reason),
-            }],
-            _ => Vec::new(),
-        };
-        reply::event(&Completion {
-            id: &id,
-            object: "text_completion",
-            created,
-            model: &model,
-            system_fingerprint: FINGERPRINT,
-            usage: if choices.is_empty() { usage } else { None },
-            choices,
-        })
-    }))
+    Ok(reply::streamed(
+        EVENT_STREAM,
+        frames,
+        pacing,
+        move |index| {
+            if index + 1 == frames {
+                return reply::event_done();
+            }
+            let choices = match index {
+                index if index < tokens => vec![CompletionChoice {
+                    text: &answer.tokens[index],
+                    index: 0,
+                    finish_reason: None,
+                }],
+                index if index == tokens => vec![CompletionChoice {
+                    text: "",
+                    index: 0,
+                    finish_reason: Some(reason),
+                }],
+                _ => Vec::new(),
+            };
+            reply::event(&Completion {
+                id: &id,
+                object: "text_completion",
+                created,
+                model: &model,
+                system_fingerprint: FINGERPRINT,
+                usage: if choices.is_empty() { usage } else { None },
+                choices,
+            })
+        },
+    ))
 }
 
 #[derive(Serialize)]
@@ -478,16 +488,20 @@ pub(crate) async fn embeddings(
 /// Little-endian `f32` bytes in standard base64, as OpenAI's `encoding_format:"base64"`.
 fn encode_base64(vector: &[f32]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let bytes: Vec<u8> = vector.iter().flat_map(|value| value.to_le_bytes()).collect();
+    let bytes: Vec<u8> = vector
+        .iter()
+        .flat_map(|value| value.to_le_bytes())
+        .collect();
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for group in bytes.chunks(3) {
-        let word = group
-            .iter()
-            .enumerate()
-            .fold(0u32, |word, (index, byte)| word | u32::from(*byte) << (16 - 8 * index));
+        let word = group.iter().enumerate().fold(0u32, |word, (index, byte)| {
+            word | u32::from(*byte) << (16 - 8 * index)
+        });
         for position in 0..4 {
             if position <= group.len() {
-                out.push(char::from(ALPHABET[(word >> (18 - 6 * position) & 63) as usize]));
+                out.push(char::from(
+                    ALPHABET[(word >> (18 - 6 * position) & 63) as usize],
+                ));
             } else {
                 out.push('=');
             }

@@ -6,7 +6,7 @@
 
 use actix_web::dev::Service;
 use actix_web::http::{header, Method};
-use actix_web::{web, FromRequest, Handler, HttpRequest, HttpResponse, Responder, Resource};
+use actix_web::{web, FromRequest, Handler, HttpRequest, HttpResponse, Resource, Responder};
 
 use crate::reply::TEXT;
 use crate::state::Sim;

@@ -144,7 +144,9 @@ impl Sim {
     pub(crate) fn running(&self) -> Vec<(ModelEntry, Resident)> {
         let now_nanos = clock::now_nanos();
         let mut models = lock(&self.inner.models);
-        models.resident.retain(|_, resident| resident.alive(now_nanos));
+        models
+            .resident
+            .retain(|_, resident| resident.alive(now_nanos));
 
         let mut running: Vec<_> = models
             .catalog

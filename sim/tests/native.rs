@@ -65,7 +65,10 @@ async fn root_and_version_answer_like_ollama() {
     assert!(head.body.is_empty());
 
     let version = node.get("/api/version").await;
-    assert_eq!(version.content_type(), Some("application/json; charset=utf-8"));
+    assert_eq!(
+        version.content_type(),
+        Some("application/json; charset=utf-8")
+    );
     assert_eq!(version.text(), r#"{"version":"0.12.6"}"#);
     node.stop().await;
 }
@@ -113,7 +116,10 @@ async fn tags_list_models_in_wire_order_newest_first() {
         .map(|model| model["modified_at"].as_str().expect("timestamp"))
         .collect();
     // The fixed -07:00 offset makes the strings sort like the instants.
-    assert!(modified.windows(2).all(|pair| pair[0] > pair[1]), "{modified:?}");
+    assert!(
+        modified.windows(2).all(|pair| pair[0] > pair[1]),
+        "{modified:?}"
+    );
 
     let entry = models
         .iter()
@@ -123,7 +129,9 @@ async fn tags_list_models_in_wire_order_newest_first() {
     assert_eq!(entry["name"], "llama3.2:latest");
     assert_eq!(entry["digest"].as_str().map(str::len), Some(64));
     assert_eq!(entry["details"]["family"], "llama");
-    assert!(entry["size"].as_u64().is_some_and(|size| size > 1_000_000_000));
+    assert!(entry["size"]
+        .as_u64()
+        .is_some_and(|size| size > 1_000_000_000));
     assert!(entry_text.contains("\"families\":[\"llama\"]"));
 
     let raw = tags.text();
@@ -206,24 +214,41 @@ async fn generate_streams_ndjson_and_ends_with_done() {
     assert!(stream.complete);
 
     let lines = stream.lines();
-    assert!((6..=9).contains(&lines.len()), "5 to 8 tokens and a final line");
+    assert!(
+        (6..=9).contains(&lines.len()),
+        "5 to 8 tokens and a final line"
+    );
     let (last, chunks) = lines.split_last().expect("lines");
     assert!(chunks.iter().all(|chunk| chunk["done"] == false));
     assert!(chunks.iter().all(|chunk| chunk["model"] == "llama3.2"));
     assert_eq!(last["done"], true);
     assert_eq!(last["done_reason"], "stop");
     assert_eq!(last["response"], "");
-    assert!(last["context"].as_array().is_some_and(|ids| !ids.is_empty()));
+    assert!(last["context"]
+        .as_array()
+        .is_some_and(|ids| !ids.is_empty()));
     for metric in METRICS {
-        assert!(last[metric].as_u64().is_some_and(|value| value > 0), "{metric}");
+        assert!(
+            last[metric].as_u64().is_some_and(|value| value > 0),
+            "{metric}"
+        );
     }
     assert_eq!(last["eval_count"].as_u64(), Some(chunks.len() as u64));
 
     let final_line = stream.text().lines().last().expect("final line");
-    let mut expected = vec!["model", "created_at", "response", "done", "done_reason", "context"];
+    let mut expected = vec![
+        "model",
+        "created_at",
+        "response",
+        "done",
+        "done_reason",
+        "context",
+    ];
     expected.extend(METRICS);
     assert_eq!(key_order(final_line), expected);
-    assert!(last["created_at"].as_str().is_some_and(|at| at.ends_with('Z')));
+    assert!(last["created_at"]
+        .as_str()
+        .is_some_and(|at| at.ends_with('Z')));
 
     // The same prompt gives the same text without streaming, with no trailing newline.
     let streamed: String = chunks
@@ -236,9 +261,14 @@ async fn generate_streams_ndjson_and_ends_with_done() {
             r#"{"model":"llama3.2","prompt":"Why is the sky blue?","stream":false}"#,
         )
         .await;
-    assert_eq!(single.content_type(), Some("application/json; charset=utf-8"));
+    assert_eq!(
+        single.content_type(),
+        Some("application/json; charset=utf-8")
+    );
     assert!(!single.text().ends_with('\n'));
-    assert!(single.text().starts_with(r#"{"model":"llama3.2","created_at":""#));
+    assert!(single
+        .text()
+        .starts_with(r#"{"model":"llama3.2","created_at":""#));
     assert_eq!(single.json()["response"], streamed.as_str());
     assert_eq!(single.json()["context"], last["context"]);
     node.stop().await;
@@ -298,7 +328,10 @@ async fn load_and_unload_replies_are_single_objects() {
     assert_eq!(node.sim.resident_names(), ["llama3.2:latest"]);
 
     let unload = node
-        .post("/api/chat", r#"{"model":"llama3.2","messages":[],"keep_alive":0}"#)
+        .post(
+            "/api/chat",
+            r#"{"model":"llama3.2","messages":[],"keep_alive":0}"#,
+        )
         .await;
     assert!(unload.text().ends_with(
         r#"","message":{"role":"assistant","content":""},"done":true,"done_reason":"unload"}"#
@@ -329,7 +362,12 @@ async fn errors_have_the_exact_bodies_of_a_real_server() {
             404,
             r#"{"error":"model '' not found"}"#,
         ),
-        ("/api/generate", "", 400, r#"{"error":"missing request body"}"#),
+        (
+            "/api/generate",
+            "",
+            400,
+            r#"{"error":"missing request body"}"#,
+        ),
         (
             "/api/chat",
             "xyz",
@@ -377,7 +415,10 @@ async fn errors_have_the_exact_bodies_of_a_real_server() {
     for (path, body, status, expected) in cases {
         let reply = node.post(path, body).await;
         assert_eq!(reply.status, status, "{path} {body}");
-        assert_eq!(reply.content_type(), Some("application/json; charset=utf-8"));
+        assert_eq!(
+            reply.content_type(),
+            Some("application/json; charset=utf-8")
+        );
         assert_eq!(reply.text(), expected, "{path} {body}");
     }
     node.stop().await;
@@ -386,10 +427,16 @@ async fn errors_have_the_exact_bodies_of_a_real_server() {
 #[actix_rt::test]
 async fn show_reports_model_info_and_capabilities() {
     let node = Node::with_models(&["llama3.2", "nomic-embed-text"]);
-    let show = node.post("/api/show", r#"{"model":"llama3.2"}"#).await.json();
+    let show = node
+        .post("/api/show", r#"{"model":"llama3.2"}"#)
+        .await
+        .json();
     assert_eq!(show["model_info"]["general.architecture"], "llama");
     assert_eq!(show["model_info"]["llama.embedding_length"], 8);
-    assert_eq!(show["capabilities"], serde_json::json!(["completion", "tools"]));
+    assert_eq!(
+        show["capabilities"],
+        serde_json::json!(["completion", "tools"])
+    );
     assert_eq!(show["details"]["quantization_level"], "Q4_K_M");
 
     // ollama-js sends the legacy `name`.
@@ -408,7 +455,9 @@ async fn chat_with_tools_answers_with_a_tool_call() {
     let body = r#"{"model":"llama3.2","stream":false,"messages":[{"role":"user","content":"what is the weather in tokyo?"}],"tools":[{"type":"function","function":{"name":"get_weather","description":"Get the weather in a given city","parameters":{"type":"object","required":["city"],"properties":{"city":{"type":"string","description":"The city to get the weather for"}}}}}]}"#;
     let reply = node.post("/api/chat", body).await;
     let text = reply.text();
-    assert!(text.contains(r#""message":{"role":"assistant","content":"","tool_calls":[{"id":"call_"#));
+    assert!(
+        text.contains(r#""message":{"role":"assistant","content":"","tool_calls":[{"id":"call_"#)
+    );
     let call = &reply.json()["message"]["tool_calls"][0];
     assert_eq!(call["id"].as_str().map(str::len), Some(13));
     assert_eq!(call["function"]["index"], 0);
@@ -434,8 +483,13 @@ async fn embed_returns_unit_vectors_deterministically() {
             r#"{"model":"all-minilm","input":["Why is the sky blue?","Why is grass green?"]}"#,
         )
         .await;
-    assert_eq!(reply.content_type(), Some("application/json; charset=utf-8"));
-    assert!(reply.text().starts_with(r#"{"model":"all-minilm","embeddings":[["#));
+    assert_eq!(
+        reply.content_type(),
+        Some("application/json; charset=utf-8")
+    );
+    assert!(reply
+        .text()
+        .starts_with(r#"{"model":"all-minilm","embeddings":[["#));
     let body = reply.json();
     let vectors = body["embeddings"].as_array().expect("embeddings");
     assert_eq!(vectors.len(), 2);
@@ -444,7 +498,9 @@ async fn embed_returns_unit_vectors_deterministically() {
         assert!((norm(vector) - 1.0).abs() < 1e-5);
     }
     assert_ne!(vectors[0], vectors[1]);
-    assert!(body["prompt_eval_count"].as_u64().is_some_and(|count| count > 0));
+    assert!(body["prompt_eval_count"]
+        .as_u64()
+        .is_some_and(|count| count > 0));
 
     // The same text on another node embeds to the same vector.
     let other = Node::with_models(&["all-minilm"]);
@@ -473,10 +529,14 @@ async fn embed_returns_unit_vectors_deterministically() {
 #[actix_rt::test]
 async fn embed_edge_cases_and_legacy_embeddings() {
     let node = Node::with_models(&["all-minilm"]);
-    let empty = node.post("/api/embed", r#"{"model":"all-minilm","input":""}"#).await;
+    let empty = node
+        .post("/api/embed", r#"{"model":"all-minilm","input":""}"#)
+        .await;
     assert_eq!(empty.text(), r#"{"model":"all-minilm","embeddings":[]}"#);
 
-    let unknown = node.post("/api/embed", r#"{"model":"nope","input":"x"}"#).await;
+    let unknown = node
+        .post("/api/embed", r#"{"model":"nope","input":"x"}"#)
+        .await;
     assert_eq!(unknown.status, 404);
     assert_eq!(
         unknown.text(),
@@ -498,7 +558,10 @@ async fn embed_edge_cases_and_legacy_embeddings() {
     assert!(legacy.text().starts_with(r#"{"embedding":["#));
     let vector = &legacy.json()["embedding"];
     assert_eq!(vector.as_array().map(Vec::len), Some(8));
-    assert!((norm(vector) - 1.0).abs() > 0.01, "legacy vectors are not normalised");
+    assert!(
+        (norm(vector) - 1.0).abs() > 0.01,
+        "legacy vectors are not normalised"
+    );
     node.stop().await;
 }
 
@@ -513,9 +576,15 @@ async fn pull_delete_and_copy_manage_models() {
     assert!(lines[1]["status"]
         .as_str()
         .is_some_and(|status| status.starts_with("pulling ")));
-    assert!(lines[1].get("completed").is_none(), "no completed while it is 0");
+    assert!(
+        lines[1].get("completed").is_none(),
+        "no completed while it is 0"
+    );
     assert_eq!(lines.last(), Some(&serde_json::json!({"status":"success"})));
-    assert!(node.sim.model_names().contains(&"mistral:latest".to_owned()));
+    assert!(node
+        .sim
+        .model_names()
+        .contains(&"mistral:latest".to_owned()));
 
     let quiet = node
         .post("/api/pull", r#"{"name":"phi3","stream":false}"#)
@@ -538,15 +607,28 @@ async fn pull_delete_and_copy_manage_models() {
     assert_eq!(missing.text(), r#"{"error":"model \"nope\" not found"}"#);
 
     let delete = node
-        .send("DELETE", "/api/delete", Some(r#"{"name":"llama3-backup"}"#), &[])
+        .send(
+            "DELETE",
+            "/api/delete",
+            Some(r#"{"name":"llama3-backup"}"#),
+            &[],
+        )
         .await;
     assert_eq!(delete.status, 200);
     assert!(delete.body.is_empty());
     let again = node
-        .send("DELETE", "/api/delete", Some(r#"{"model":"llama3-backup"}"#), &[])
+        .send(
+            "DELETE",
+            "/api/delete",
+            Some(r#"{"model":"llama3-backup"}"#),
+            &[],
+        )
         .await;
     assert_eq!(again.status, 404);
-    assert_eq!(again.text(), r#"{"error":"model 'llama3-backup' not found"}"#);
+    assert_eq!(
+        again.text(),
+        r#"{"error":"model 'llama3-backup' not found"}"#
+    );
 
     let names = node.sim.model_names();
     assert_eq!(names, ["llama3.2:latest", "mistral:latest", "phi3:latest"]);

@@ -24,11 +24,15 @@ async fn chat_completion_without_stream_ends_with_a_newline() {
     let usage = &completion["usage"];
     assert_eq!(
         usage["total_tokens"].as_u64(),
-        Some(usage["prompt_tokens"].as_u64().unwrap_or(0) + usage["completion_tokens"].as_u64().unwrap_or(0))
+        Some(
+            usage["prompt_tokens"].as_u64().unwrap_or(0)
+                + usage["completion_tokens"].as_u64().unwrap_or(0)
+        )
     );
 
     // The OpenAI layer says what the native API says for the same message.
-    let native = r#"{"model":"llama3.2","messages":[{"role":"user","content":"Say hi"}],"stream":false}"#;
+    let native =
+        r#"{"model":"llama3.2","messages":[{"role":"user","content":"Say hi"}],"stream":false}"#;
     let native = node.post("/api/chat", native).await.json();
     assert_eq!(
         completion["choices"][0]["message"]["content"],
@@ -56,7 +60,9 @@ async fn chat_completion_stream_uses_the_current_chunk_layout() {
     assert!(chunks
         .iter()
         .all(|chunk| chunk["object"] == "chat.completion.chunk"));
-    assert!(chunks.iter().all(|chunk| chunk["created"] == chunks[0]["created"]));
+    assert!(chunks
+        .iter()
+        .all(|chunk| chunk["created"] == chunks[0]["created"]));
 
     assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
     assert!(chunks[1]["choices"][0]["delta"].get("role").is_none());
@@ -86,7 +92,10 @@ async fn errors_use_the_openai_shape() {
     );
 
     let empty = node
-        .post("/v1/chat/completions", r#"{"model":"llama3.2","messages":[]}"#)
+        .post(
+            "/v1/chat/completions",
+            r#"{"model":"llama3.2","messages":[]}"#,
+        )
         .await;
     assert_eq!(empty.status, 400);
     assert_eq!(
@@ -94,7 +103,9 @@ async fn errors_use_the_openai_shape() {
         "{\"error\":{\"message\":\"[] is too short - 'messages'\",\"type\":\"invalid_request_error\",\"param\":null,\"code\":null}}\n"
     );
 
-    let bad = node.post("/v1/embeddings", r#"{"model":"llama3.2","input":[]}"#).await;
+    let bad = node
+        .post("/v1/embeddings", r#"{"model":"llama3.2","input":[]}"#)
+        .await;
     assert_eq!(bad.status, 400);
     assert_eq!(bad.json()["error"]["message"], "invalid input");
     node.stop().await;
@@ -105,9 +116,7 @@ async fn models_list_and_retrieve() {
     let node = Node::start(SimConfig::default());
     let list = node.get("/v1/models").await;
     assert_eq!(list.content_type(), Some("application/json"));
-    let created = list.json()["data"][0]["created"]
-        .as_i64()
-        .expect("created");
+    let created = list.json()["data"][0]["created"].as_i64().expect("created");
     assert_eq!(
         list.text(),
         format!(
@@ -141,7 +150,9 @@ async fn embeddings_and_completions() {
             r#"{"model":"nomic-embed-text","input":["one","two"]}"#,
         )
         .await;
-    assert!(reply.text().starts_with(r#"{"object":"list","data":[{"object":"embedding","embedding":["#));
+    assert!(reply
+        .text()
+        .starts_with(r#"{"object":"list","data":[{"object":"embedding","embedding":["#));
     let body = reply.json();
     assert_eq!(body["data"][1]["index"], 1);
     assert!((norm(&body["data"][0]["embedding"]) - 1.0).abs() < 1e-5);
@@ -155,7 +166,10 @@ async fn embeddings_and_completions() {
         .await
         .json();
     // Eight f32 values are 32 bytes, 44 base64 characters.
-    assert_eq!(base64["data"][0]["embedding"].as_str().map(str::len), Some(44));
+    assert_eq!(
+        base64["data"][0]["embedding"].as_str().map(str::len),
+        Some(44)
+    );
 
     let completion = node
         .post("/v1/completions", r#"{"model":"llama3.2","prompt":"Once"}"#)

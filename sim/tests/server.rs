@@ -9,7 +9,8 @@ use actix_web::{test, App};
 use common::Node;
 use sollol_sim::{Sim, SimConfig, SimStats};
 
-const CHAT: &str = r#"{"model":"llama3.2","messages":[{"role":"user","content":"why is the sky blue?"}]}"#;
+const CHAT: &str =
+    r#"{"model":"llama3.2","messages":[{"role":"user","content":"why is the sky blue?"}]}"#;
 
 #[actix_rt::test]
 async fn drop_after_chunks_cuts_the_stream_without_an_ending() {
@@ -103,7 +104,10 @@ async fn stats_count_requests_and_remember_the_host() {
         .await;
 
     let reply = node.get("/sim/stats").await;
-    assert_eq!(reply.content_type(), Some("application/json; charset=utf-8"));
+    assert_eq!(
+        reply.content_type(),
+        Some("application/json; charset=utf-8")
+    );
     let stats: SimStats = serde_json::from_slice(&reply.body).expect("stats JSON");
     assert_eq!(stats.count("GET /api/tags"), 2);
     assert_eq!(stats.count("POST /api/chat"), 1);

@@ -50,7 +50,11 @@ struct Entry {
 }
 
 /// Fetches `path` from every node that may answer and merges the model lists.
-async fn union(state: &AppState, path: &str, order_field: fn(&EntryKey) -> Option<&str>) -> Result<Vec<Entry>, GatewayError> {
+async fn union(
+    state: &AppState,
+    path: &str,
+    order_field: fn(&EntryKey) -> Option<&str>,
+) -> Result<Vec<Entry>, GatewayError> {
     let mut nodes: Vec<&NodeHandle> = state.nodes.iter().filter(|n| n.is_available()).collect();
     if nodes.is_empty() {
         nodes = state.nodes.iter().collect();
@@ -71,10 +75,21 @@ async fn union(state: &AppState, path: &str, order_field: fn(&EntryKey) -> Optio
         };
         any_ok = true;
         for raw in entries {
-            let Ok(key) = serde_json::from_str::<EntryKey>(raw.get()) else { continue };
-            let Some(name) = key.model.clone().or(key.name.clone()) else { continue };
-            let order = order_field(&key).and_then(parse_rfc3339_nanos).unwrap_or(i128::MIN);
-            let entry = Entry { raw, id: normalize_model(&name), name, order };
+            let Ok(key) = serde_json::from_str::<EntryKey>(raw.get()) else {
+                continue;
+            };
+            let Some(name) = key.model.clone().or(key.name.clone()) else {
+                continue;
+            };
+            let order = order_field(&key)
+                .and_then(parse_rfc3339_nanos)
+                .unwrap_or(i128::MIN);
+            let entry = Entry {
+                raw,
+                id: normalize_model(&name),
+                name,
+                order,
+            };
             match merged.get(&entry.id) {
                 Some(existing) if existing.order >= entry.order => {}
                 _ => {
@@ -84,8 +99,14 @@ async fn union(state: &AppState, path: &str, order_field: fn(&EntryKey) -> Optio
         }
     }
     if !any_ok {
-        let detail = if failures.is_empty() { "no nodes are configured".to_string() } else { failures.join("; ") };
-        return Err(GatewayError::bad_gateway(format!("no ollama node answered {path}: {detail}")));
+        let detail = if failures.is_empty() {
+            "no nodes are configured".to_string()
+        } else {
+            failures.join("; ")
+        };
+        return Err(GatewayError::bad_gateway(format!(
+            "no ollama node answered {path}: {detail}"
+        )));
     }
     let mut entries: Vec<Entry> = merged.into_values().collect();
     entries.sort_by(|a, b| b.order.cmp(&a.order).then_with(|| a.id.cmp(&b.id)));
@@ -102,10 +123,18 @@ async fn fetch_list(node: &NodeHandle, path: &str) -> Result<Vec<Box<RawValue>>,
         .await
         .map_err(|err| format!("{}: {}", node.key(), describe_reqwest_error(&err)))?;
     if !response.status().is_success() {
-        return Err(format!("{}: HTTP {}", node.key(), response.status().as_u16()));
+        return Err(format!(
+            "{}: HTTP {}",
+            node.key(),
+            response.status().as_u16()
+        ));
     }
-    let body = response.bytes().await.map_err(|err| format!("{}: {}", node.key(), describe_reqwest_error(&err)))?;
-    let list: ModelList = serde_json::from_slice(&body).map_err(|err| format!("{}: invalid json: {err}", node.key()))?;
+    let body = response
+        .bytes()
+        .await
+        .map_err(|err| format!("{}: {}", node.key(), describe_reqwest_error(&err)))?;
+    let list: ModelList = serde_json::from_slice(&body)
+        .map_err(|err| format!("{}: invalid json: {err}", node.key()))?;
     Ok(list.models.unwrap_or_default())
 }
 
@@ -151,7 +180,9 @@ pub async fn version(state: web::Data<AppState>) -> HttpResponse {
         .min_by(|a, b| compare_versions(a, b));
     match lowest {
         Some(version) => json_response(serde_json::json!({ "version": version }).to_string()),
-        None => GatewayError::bad_gateway("no ollama node is reachable").into_response(Flavour::Ollama),
+        None => {
+            GatewayError::bad_gateway("no ollama node is reachable").into_response(Flavour::Ollama)
+        }
     }
 }
 
@@ -181,7 +212,10 @@ pub async fn openai_models(state: web::Data<AppState>) -> HttpResponse {
         .collect();
     let body = serde_json::json!({ "object": "list", "data": data });
     HttpResponse::Ok()
-        .insert_header((header::CONTENT_TYPE, HeaderValue::from_static("application/json")))
+        .insert_header((
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        ))
         .body(format!("{body}\n"))
 }
 
@@ -191,8 +225,17 @@ mod tests {
 
     #[test]
     fn versions_compare_numerically() {
-        assert_eq!(compare_versions("0.5.10", "0.5.9"), std::cmp::Ordering::Greater);
-        assert_eq!(compare_versions("0.12.6", "0.12.6"), std::cmp::Ordering::Equal);
-        assert_eq!(compare_versions("0.3.0-rc1", "0.4.0"), std::cmp::Ordering::Less);
+        assert_eq!(
+            compare_versions("0.5.10", "0.5.9"),
+            std::cmp::Ordering::Greater
+        );
+        assert_eq!(
+            compare_versions("0.12.6", "0.12.6"),
+            std::cmp::Ordering::Equal
+        );
+        assert_eq!(
+            compare_versions("0.3.0-rc1", "0.4.0"),
+            std::cmp::Ordering::Less
+        );
     }
 }

@@ -24,7 +24,11 @@ struct BatchEmbedRequest {
     input: Option<Value>,
 }
 
-pub async fn embed(request: HttpRequest, payload: web::Payload, state: web::Data<AppState>) -> HttpResponse {
+pub async fn embed(
+    request: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> HttpResponse {
     let body = match read_body(&request, payload, state.settings.max_body_bytes).await {
         Ok(body) => body,
         Err(err) => return err.into_response(Flavour::Ollama),
@@ -41,18 +45,37 @@ async fn run(state: &AppState, body: &[u8]) -> Result<HttpResponse, GatewayError
     }
     let request: BatchEmbedRequest = serde_json::from_slice(body)
         .map_err(|err| GatewayError::bad_request(format!("invalid json in request body: {err}")))?;
-    let model = request.model.filter(|m| !m.trim().is_empty()).ok_or_else(|| GatewayError::bad_request("model is required"))?;
+    let model = request
+        .model
+        .filter(|m| !m.trim().is_empty())
+        .ok_or_else(|| GatewayError::bad_request("model is required"))?;
     let inputs = match request.input {
         Some(Value::String(text)) => vec![Value::String(text)],
         Some(Value::Array(items)) if items.iter().all(Value::is_string) => items,
-        Some(Value::Array(_)) => return Err(GatewayError::bad_request("invalid input type: every input must be a string")),
-        None => return Err(GatewayError::bad_request("input is required: a string or an array of strings")),
-        Some(_) => return Err(GatewayError::bad_request("invalid input type: input must be a string or an array of strings")),
+        Some(Value::Array(_)) => {
+            return Err(GatewayError::bad_request(
+                "invalid input type: every input must be a string",
+            ))
+        }
+        None => {
+            return Err(GatewayError::bad_request(
+                "input is required: a string or an array of strings",
+            ))
+        }
+        Some(_) => {
+            return Err(GatewayError::bad_request(
+                "invalid input type: input must be a string or an array of strings",
+            ))
+        }
     };
     if inputs.len() > state.settings.batch_max_inputs {
         return Err(GatewayError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
-            format!("{} inputs exceed the limit of {} (setting batch_max_inputs)", inputs.len(), state.settings.batch_max_inputs),
+            format!(
+                "{} inputs exceed the limit of {} (setting batch_max_inputs)",
+                inputs.len(),
+                state.settings.batch_max_inputs
+            ),
         ));
     }
     // Fail fast, with the router's own answer, when no node has the model.
@@ -69,7 +92,9 @@ async fn run(state: &AppState, body: &[u8]) -> Result<HttpResponse, GatewayError
         .map(|(index, chunk)| (index * chunk_size, chunk.to_vec()))
         .collect();
     let workers = state.workers.clone();
-    let concurrency = workers.as_ref().map_or(4, |_| (state.settings.workers * 4).max(1));
+    let concurrency = workers
+        .as_ref()
+        .map_or(4, |_| (state.settings.workers * 4).max(1));
     let embedder = Embedder::new(state.router.clone(), state.observer.clone().recipient());
     let timeout = state.settings.job_timeout;
 
@@ -84,7 +109,10 @@ async fn run(state: &AppState, body: &[u8]) -> Result<HttpResponse, GatewayError
                     handle
                         .run(payload, Some(timeout))
                         .await
-                        .map_err(|err| EmbedError { status: 502, message: err.to_string() })
+                        .map_err(|err| EmbedError {
+                            status: 502,
+                            message: err.to_string(),
+                        })
                         .and_then(|value| vectors_of(value, chunk.len()))
                 }
                 None => embedder.embed(&model, &chunk).await,
@@ -124,9 +152,15 @@ fn vectors_of(value: Value, expected: usize) -> Result<Vec<Value>, EmbedError> {
     match value {
         Value::Object(mut object) => match object.remove("embeddings") {
             Some(Value::Array(vectors)) if vectors.len() == expected => Ok(vectors),
-            _ => Err(EmbedError { status: 502, message: format!("worker returned a malformed result for {expected} inputs") }),
+            _ => Err(EmbedError {
+                status: 502,
+                message: format!("worker returned a malformed result for {expected} inputs"),
+            }),
         },
-        _ => Err(EmbedError { status: 502, message: "worker returned a malformed result".into() }),
+        _ => Err(EmbedError {
+            status: 502,
+            message: "worker returned a malformed result".into(),
+        }),
     }
 }
 

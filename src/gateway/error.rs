@@ -64,7 +64,10 @@ impl GatewayError {
                     "error": { "message": self.message, "type": kind, "param": null, "code": null }
                 });
                 response
-                    .insert_header((header::CONTENT_TYPE, HeaderValue::from_static("application/json")))
+                    .insert_header((
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static("application/json"),
+                    ))
                     .body(format!("{body}\n"))
             }
         }

@@ -15,7 +15,10 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
         Some(handle) => handle.workers().await,
         None => Vec::new(),
     };
-    let workers_ready = workers.iter().filter(|w| w.state == WorkerState::Ready).count();
+    let workers_ready = workers
+        .iter()
+        .filter(|w| w.state == WorkerState::Ready)
+        .count();
     let redis = match &state.publisher {
         Some(publisher) => match publisher.send(GetPublisherStats).await {
             Ok(stats) => json!({ "configured": true, "connected": stats.connected }),
@@ -59,7 +62,11 @@ pub async fn workers(state: web::Data<AppState>) -> HttpResponse {
 }
 
 pub async fn stats(state: web::Data<AppState>) -> HttpResponse {
-    let requests = state.counts.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let requests = state
+        .counts
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
     let observer = state.observer.send(GetObserverStats).await.ok();
     let publisher = match &state.publisher {
         Some(publisher) => publisher.send(GetPublisherStats).await.ok(),

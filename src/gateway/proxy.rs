@@ -50,11 +50,19 @@ pub struct RouteSpec {
 
 impl RouteSpec {
     pub const fn native(model: ModelRule, streams_by_default: bool) -> Self {
-        Self { flavour: Flavour::Ollama, model, streams_by_default }
+        Self {
+            flavour: Flavour::Ollama,
+            model,
+            streams_by_default,
+        }
     }
 
     pub const fn openai(model: ModelRule) -> Self {
-        Self { flavour: Flavour::OpenAi, model, streams_by_default: false }
+        Self {
+            flavour: Flavour::OpenAi,
+            model,
+            streams_by_default: false,
+        }
     }
 }
 
@@ -95,7 +103,11 @@ async fn forward_inner(
     let model_label = info.model.clone().unwrap_or_default();
 
     let mut pick = PickNode {
-        model: if spec.model == ModelRule::AnyNode { None } else { info.model.clone() },
+        model: if spec.model == ModelRule::AnyNode {
+            None
+        } else {
+            info.model.clone()
+        },
         exclude: Vec::new(),
         strategy: None,
     };
@@ -145,7 +157,11 @@ async fn forward_inner(
 }
 
 /// Reads the request body, refusing more than `limit` bytes with a 413.
-pub(super) async fn read_body(request: &HttpRequest, mut payload: web::Payload, limit: usize) -> Result<Bytes, GatewayError> {
+pub(super) async fn read_body(
+    request: &HttpRequest,
+    mut payload: web::Payload,
+    limit: usize,
+) -> Result<Bytes, GatewayError> {
     let too_large = || {
         GatewayError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -162,7 +178,8 @@ pub(super) async fn read_body(request: &HttpRequest, mut payload: web::Payload, 
     }
     let mut body = BytesMut::with_capacity(declared.unwrap_or(0));
     while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|err| GatewayError::bad_request(format!("cannot read request body: {err}")))?;
+        let chunk = chunk
+            .map_err(|err| GatewayError::bad_request(format!("cannot read request body: {err}")))?;
         if body.len() + chunk.len() > limit {
             return Err(too_large());
         }
@@ -204,20 +221,39 @@ fn operation_name(path: &str) -> &'static str {
 fn is_hop_by_hop(name: &HeaderName) -> bool {
     matches!(
         name.as_str(),
-        "connection" | "keep-alive" | "proxy-connection" | "proxy-authenticate" | "proxy-authorization"
-            | "te" | "trailer" | "transfer-encoding" | "upgrade"
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
     )
 }
 
-fn build_upstream(request: &HttpRequest, node: &NodeHandle, body: Bytes) -> reqwest::RequestBuilder {
-    let path_and_query = request.uri().path_and_query().map(|pq| pq.as_str()).unwrap_or("/");
-    let method = reqwest::Method::from_bytes(request.method().as_str().as_bytes()).unwrap_or(reqwest::Method::POST);
+fn build_upstream(
+    request: &HttpRequest,
+    node: &NodeHandle,
+    body: Bytes,
+) -> reqwest::RequestBuilder {
+    let path_and_query = request
+        .uri()
+        .path_and_query()
+        .map(|pq| pq.as_str())
+        .unwrap_or("/");
+    let method = reqwest::Method::from_bytes(request.method().as_str().as_bytes())
+        .unwrap_or(reqwest::Method::POST);
     let mut headers = reqwest::header::HeaderMap::with_capacity(request.headers().len());
     for (name, value) in request.headers() {
         // Host is the node's own; Origin would make a loopback Ollama answer 403; the
         // body is relayed as it comes, so no compressed encodings are asked for.
         if is_hop_by_hop(name)
-            || matches!(name.as_str(), "host" | "content-length" | "origin" | "accept-encoding")
+            || matches!(
+                name.as_str(),
+                "host" | "content-length" | "origin" | "accept-encoding"
+            )
         {
             continue;
         }
@@ -231,7 +267,10 @@ fn build_upstream(request: &HttpRequest, node: &NodeHandle, body: Bytes) -> reqw
     if let Ok(host) = reqwest::header::HeaderValue::from_str(node.host_header()) {
         headers.insert(reqwest::header::HOST, host);
     }
-    let builder = node.client().request(method, node.endpoint(path_and_query)).headers(headers);
+    let builder = node
+        .client()
+        .request(method, node.endpoint(path_and_query))
+        .headers(headers);
     if body.is_empty() {
         builder
     } else {
@@ -255,12 +294,23 @@ impl Completion {
         let latency = self.started.elapsed();
         let key = self.node.key();
         let event = match &outcome {
-            Outcome::Completed if status < 400 => {
-                Event::ollama_response(key, &self.model, self.operation, latency, status, self.streaming)
+            Outcome::Completed if status < 400 => Event::ollama_response(
+                key,
+                &self.model,
+                self.operation,
+                latency,
+                status,
+                self.streaming,
+            ),
+            Outcome::Completed => {
+                Event::ollama_error(key, &self.model, &format!("HTTP {status}"), latency)
             }
-            Outcome::Completed => Event::ollama_error(key, &self.model, &format!("HTTP {status}"), latency),
-            Outcome::UpstreamFailed(message) => Event::ollama_error(key, &self.model, message, latency),
-            Outcome::ClientGone => Event::ollama_error(key, &self.model, "client closed the connection", latency),
+            Outcome::UpstreamFailed(message) => {
+                Event::ollama_error(key, &self.model, message, latency)
+            }
+            Outcome::ClientGone => {
+                Event::ollama_error(key, &self.model, "client closed the connection", latency)
+            }
         };
         match &outcome {
             Outcome::UpstreamFailed(message) => self.node.record_failure(message, false),
@@ -278,8 +328,13 @@ fn report_error(state: &AppState, node: &NodeHandle, model: &str, message: &str,
     state.observer.do_send(Emit(event));
 }
 
-async fn relay_response(response: reqwest::Response, completion: Completion, flavour: Flavour) -> HttpResponse {
-    let status = StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+async fn relay_response(
+    response: reqwest::Response,
+    completion: Completion,
+    flavour: Flavour,
+) -> HttpResponse {
+    let status =
+        StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
     let mut builder = HttpResponse::build(status);
     copy_response_headers(response.headers(), &mut builder);
     if let Ok(value) = HeaderValue::from_str(completion.node.key()) {
@@ -290,7 +345,8 @@ async fn relay_response(response: reqwest::Response, completion: Completion, fla
         .get(reqwest::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
-    let is_stream = content_type.starts_with("application/x-ndjson") || content_type.starts_with("text/event-stream");
+    let is_stream = content_type.starts_with("application/x-ndjson")
+        || content_type.starts_with("text/event-stream");
 
     if is_stream {
         let code = status.as_u16();
@@ -305,18 +361,28 @@ async fn relay_response(response: reqwest::Response, completion: Completion, fla
             builder.body(body)
         }
         Err(err) => {
-            let message = format!("node {}: {}", completion.node.key(), describe_reqwest_error(&err));
+            let message = format!(
+                "node {}: {}",
+                completion.node.key(),
+                describe_reqwest_error(&err)
+            );
             completion.finish(502, Outcome::UpstreamFailed(message.clone()));
             GatewayError::bad_gateway(message).into_response(flavour)
         }
     }
 }
 
-fn copy_response_headers(upstream: &reqwest::header::HeaderMap, builder: &mut actix_web::HttpResponseBuilder) {
+fn copy_response_headers(
+    upstream: &reqwest::header::HeaderMap,
+    builder: &mut actix_web::HttpResponseBuilder,
+) {
     let mut copied = HeaderMap::new();
     for (name, value) in upstream {
         if matches!(name.as_str(), "content-length" | "date" | "server")
-            || matches!(name.as_str(), "connection" | "keep-alive" | "transfer-encoding" | "te" | "trailer" | "upgrade")
+            || matches!(
+                name.as_str(),
+                "connection" | "keep-alive" | "transfer-encoding" | "te" | "trailer" | "upgrade"
+            )
         {
             continue;
         }

@@ -137,11 +137,14 @@ mod tests {
             move |outcome| *record.borrow_mut() = Some(outcome),
         );
         let out = collect(relay);
-        assert_eq!(out, vec![
-            Bytes::from_static(b"{\"a\":1}\n"),
-            Bytes::from_static(b"{\"b\":2}\n"),
-            Bytes::from_static(b"{\"c\":3}\n"),
-        ]);
+        assert_eq!(
+            out,
+            vec![
+                Bytes::from_static(b"{\"a\":1}\n"),
+                Bytes::from_static(b"{\"b\":2}\n"),
+                Bytes::from_static(b"{\"c\":3}\n"),
+            ]
+        );
         assert_eq!(*seen.borrow(), Some(Outcome::Completed));
     }
 

@@ -39,14 +39,23 @@ pub fn configure(config: &mut web::ServiceConfig) {
                 .route(web::head().to(aggregate::tags))
                 .default_service(not_allowed("GET, HEAD")),
         )
-        .service(web::resource("/api/ps").route(web::get().to(aggregate::ps)).default_service(not_allowed("GET")))
+        .service(
+            web::resource("/api/ps")
+                .route(web::get().to(aggregate::ps))
+                .default_service(not_allowed("GET")),
+        )
         .service(routed("/api/generate", web::post(), INFERENCE, "POST"))
         .service(routed("/api/chat", web::post(), INFERENCE, "POST"))
         .service(routed("/api/embed", web::post(), SINGLE_REPLY, "POST"))
         .service(routed("/api/embeddings", web::post(), SINGLE_REPLY, "POST"))
         .service(routed("/api/show", web::post(), SINGLE_REPLY, "POST"))
         .service(routed("/api/pull", web::post(), ANY_NODE_PROGRESS, "POST"))
-        .service(routed("/api/create", web::post(), ANY_NODE_PROGRESS, "POST"))
+        .service(routed(
+            "/api/create",
+            web::post(),
+            ANY_NODE_PROGRESS,
+            "POST",
+        ))
         .service(routed("/api/push", web::post(), INFERENCE, "POST"))
         .service(routed("/api/copy", web::post(), SINGLE_REPLY, "POST"))
         .service(routed("/api/delete", web::delete(), SINGLE_REPLY, "DELETE"))
@@ -58,7 +67,12 @@ pub fn configure(config: &mut web::ServiceConfig) {
                 .route(web::get().to(aggregate::openai_models))
                 .default_service(not_allowed("GET")),
         )
-        .service(routed("/v1/models/{model}", web::get(), OPENAI_MODEL_IN_PATH, "GET"))
+        .service(routed(
+            "/v1/models/{model}",
+            web::get(),
+            OPENAI_MODEL_IN_PATH,
+            "GET",
+        ))
         .service(web::resource("/sollol/health").route(web::get().to(own::health)))
         .service(web::resource("/sollol/nodes").route(web::get().to(own::nodes)))
         .service(web::resource("/sollol/workers").route(web::get().to(own::workers)))
@@ -73,9 +87,11 @@ pub fn configure(config: &mut web::ServiceConfig) {
 
 fn routed(path: &str, method: Route, spec: RouteSpec, allow: &'static str) -> actix_web::Resource {
     web::resource(path)
-        .route(method.to(move |request: HttpRequest, payload: web::Payload, state: web::Data<AppState>| {
-            forward(request, payload, state, spec)
-        }))
+        .route(method.to(
+            move |request: HttpRequest, payload: web::Payload, state: web::Data<AppState>| {
+                forward(request, payload, state, spec)
+            },
+        ))
         .default_service(not_allowed(allow))
 }
 

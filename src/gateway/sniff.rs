@@ -77,7 +77,11 @@ mod tests {
         assert_eq!(err.status.as_u16(), 400);
         assert!(err.message.starts_with("invalid json"), "{}", err.message);
         let err = sniff(br#"{"model": 5}"#).unwrap_err();
-        assert!(err.message.starts_with("invalid request body"), "{}", err.message);
+        assert!(
+            err.message.starts_with("invalid request body"),
+            "{}",
+            err.message
+        );
         assert_eq!(sniff(br#"{"model":""}"#).expect("valid").model, None);
     }
 }

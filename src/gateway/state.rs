@@ -50,7 +50,10 @@ impl AppState {
         let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
         counts.total += 1;
         *counts.by_status.entry(status.to_string()).or_default() += 1;
-        *counts.by_node.entry(node.unwrap_or("none").to_string()).or_default() += 1;
+        *counts
+            .by_node
+            .entry(node.unwrap_or("none").to_string())
+            .or_default() += 1;
     }
 }
 

@@ -58,13 +58,18 @@ pub fn sollol_command() -> Command {
             command.env_remove(name);
         }
     }
-    command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     command
 }
 
 /// Starts `command` and waits for the `listening on http://…` line it prints.
 pub fn start_and_wait(mut command: Command, what: &str) -> Running {
-    let mut child = command.spawn().unwrap_or_else(|err| panic!("cannot start {what}: {err}"));
+    let mut child = command
+        .spawn()
+        .unwrap_or_else(|err| panic!("cannot start {what}: {err}"));
     let stdout = child.stdout.take().expect("stdout piped");
     let stderr = child.stderr.take().expect("stderr piped");
     let (found, url) = mpsc::channel();
@@ -95,7 +100,9 @@ pub fn start_and_wait(mut command: Command, what: &str) -> Running {
 /// A simulated Ollama node with the given models and extra `sim-node` flags.
 pub fn sim_node(models: &str, extra: &[&str]) -> Running {
     let mut command = sollol_command();
-    command.args(["sim-node", "--bind", "127.0.0.1:0", "--models", models]).args(extra);
+    command
+        .args(["sim-node", "--bind", "127.0.0.1:0", "--models", models])
+        .args(extra);
     start_and_wait(command, "sim-node")
 }
 
@@ -122,7 +129,10 @@ pub fn dead_address() -> String {
 }
 
 pub fn client() -> reqwest::Client {
-    reqwest::Client::builder().no_proxy().build().expect("client")
+    reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client")
 }
 
 /// Polls `check` until it returns `Some`, or panics after `limit`.
@@ -144,15 +154,29 @@ where
 }
 
 pub async fn get_json(url: &str) -> serde_json::Value {
-    let response = client().get(url).send().await.unwrap_or_else(|err| panic!("GET {url}: {err}"));
-    response.json().await.unwrap_or_else(|err| panic!("GET {url}: not json: {err}"))
+    let response = client()
+        .get(url)
+        .send()
+        .await
+        .unwrap_or_else(|err| panic!("GET {url}: {err}"));
+    response
+        .json()
+        .await
+        .unwrap_or_else(|err| panic!("GET {url}: not json: {err}"))
 }
 
 /// Removes the fields that differ between two runs of the same request.
 pub fn without_timings(line: &str) -> String {
-    let mut value: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|err| panic!("not json: {line}: {err}"));
+    let mut value: serde_json::Value =
+        serde_json::from_str(line).unwrap_or_else(|err| panic!("not json: {line}: {err}"));
     if let Some(object) = value.as_object_mut() {
-        for key in ["created_at", "total_duration", "load_duration", "prompt_eval_duration", "eval_duration"] {
+        for key in [
+            "created_at",
+            "total_duration",
+            "load_duration",
+            "prompt_eval_duration",
+            "eval_duration",
+        ] {
             object.remove(key);
         }
     }

@@ -78,6 +78,9 @@ mod tests {
             "http://box:11434/ollama"
         );
         assert_eq!(parse_node_url(" "), Err(NodeUrlError::Empty));
-        assert!(matches!(parse_node_url("https://x"), Err(NodeUrlError::HttpsUnsupported(_))));
+        assert!(matches!(
+            parse_node_url("https://x"),
+            Err(NodeUrlError::HttpsUnsupported(_))
+        ));
     }
 }

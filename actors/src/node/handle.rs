@@ -260,11 +260,17 @@ impl NodeHandle {
     }
 
     fn read(&self) -> RwLockReadGuard<'_, NodeState> {
-        self.0.state.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.0
+            .state
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn write(&self) -> RwLockWriteGuard<'_, NodeState> {
-        self.0.state.write().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.0
+            .state
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 

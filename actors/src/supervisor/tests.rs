@@ -45,8 +45,16 @@ impl JobHandler for Doubler {
 }
 
 impl Launcher for FakeLauncher {
-    fn launch(&self, _spec: &ChildSpec, env: &EnvSnapshot, worker_id: usize) -> std::io::Result<LaunchedChild> {
-        self.launches.lock().expect("lock").push((worker_id, env.clone()));
+    fn launch(
+        &self,
+        _spec: &ChildSpec,
+        env: &EnvSnapshot,
+        worker_id: usize,
+    ) -> std::io::Result<LaunchedChild> {
+        self.launches
+            .lock()
+            .expect("lock")
+            .push((worker_id, env.clone()));
         let (parent_in, child_in) = tokio::io::duplex(64 * 1024);
         let (child_out, parent_out) = tokio::io::duplex(64 * 1024);
         let (kill, killed) = oneshot::channel::<()>();
@@ -88,7 +96,10 @@ impl Launcher for FakeLauncher {
             stdout: Box::pin(parent_out),
             stderr: None,
             exited: Box::pin(async move {
-                exit_rx.await.unwrap_or(ExitReason { code: None, signal: None })
+                exit_rx.await.unwrap_or(ExitReason {
+                    code: None,
+                    signal: None,
+                })
             }),
             kill,
         })
@@ -97,8 +108,9 @@ impl Launcher for FakeLauncher {
 
 /// A handshake frame as the parent sends it, for a child that ignores its real stdin.
 fn parent_handshake() -> std::io::Cursor<Vec<u8>> {
-    let frame = crate::worker::frame::encode(&crate::worker::protocol::ToChild::Handshake { worker_id: 0 })
-        .expect("encode");
+    let frame =
+        crate::worker::frame::encode(&crate::worker::protocol::ToChild::Handshake { worker_id: 0 })
+            .expect("encode");
     std::io::Cursor::new(frame)
 }
 
@@ -136,7 +148,11 @@ fn snapshot(app: &str) -> EnvSnapshot {
 type Launches = Arc<Mutex<Vec<(usize, EnvSnapshot)>>>;
 type CrashSwitches = Arc<Mutex<Vec<oneshot::Sender<()>>>>;
 
-fn start_with_switches(behaviour: Behaviour, workers: usize, env: EnvSnapshot) -> (Addr<Supervisor>, Launches, CrashSwitches) {
+fn start_with_switches(
+    behaviour: Behaviour,
+    workers: usize,
+    env: EnvSnapshot,
+) -> (Addr<Supervisor>, Launches, CrashSwitches) {
     let launches = Arc::new(Mutex::new(Vec::new()));
     let crash_switches = Arc::new(Mutex::new(Vec::new()));
     let launcher = Arc::new(FakeLauncher {
@@ -144,7 +160,8 @@ fn start_with_switches(behaviour: Behaviour, workers: usize, env: EnvSnapshot) -
         launches: launches.clone(),
         crash_switches: crash_switches.clone(),
     });
-    let supervisor = Supervisor::new(fast_spec(), env, workers, launcher, None).expect("not a worker");
+    let supervisor =
+        Supervisor::new(fast_spec(), env, workers, launcher, None).expect("not a worker");
     (supervisor.start(), launches, crash_switches)
 }
 
@@ -153,7 +170,11 @@ fn start(behaviour: Behaviour, workers: usize, env: EnvSnapshot) -> (Addr<Superv
     (addr, launches)
 }
 
-async fn wait_for<F: Fn(&[WorkerInfo]) -> bool>(addr: &Addr<Supervisor>, what: &str, done: F) -> Vec<WorkerInfo> {
+async fn wait_for<F: Fn(&[WorkerInfo]) -> bool>(
+    addr: &Addr<Supervisor>,
+    what: &str,
+    done: F,
+) -> Vec<WorkerInfo> {
     for _ in 0..200 {
         let workers = addr.send(ListWorkers).await.expect("supervisor alive");
         if done(&workers) {
@@ -168,9 +189,15 @@ async fn wait_for<F: Fn(&[WorkerInfo]) -> bool>(addr: &Addr<Supervisor>, what: &
 fn workers_become_ready_and_report_their_redacted_environment() {
     System::new().block_on(async {
         let (addr, launches) = start(Behaviour::Work, 2, snapshot("indexer"));
-        let workers = wait_for(&addr, "two ready workers", |w| w.iter().all(|w| w.state == WorkerState::Ready)).await;
+        let workers = wait_for(&addr, "two ready workers", |w| {
+            w.iter().all(|w| w.state == WorkerState::Ready)
+        })
+        .await;
         assert_eq!(workers[0].env["SOLLOL_APP_NAME"], "indexer");
-        assert_eq!(workers[0].env["SOLLOL_REDIS_URL"], "redis://:***@127.0.0.1:6379/0");
+        assert_eq!(
+            workers[0].env["SOLLOL_REDIS_URL"],
+            "redis://:***@127.0.0.1:6379/0"
+        );
         let launches = launches.lock().expect("lock");
         assert_eq!(launches.len(), 2);
         assert!(launches.iter().all(|(_, env)| *env == snapshot("indexer")));
@@ -196,12 +223,27 @@ fn jobs_run_on_workers_and_return_results() {
 fn a_crashing_worker_is_restarted_with_the_same_snapshot_then_given_up() {
     System::new().block_on(async {
         let (addr, launches) = start(Behaviour::CrashAfterHello, 1, snapshot("crashy"));
-        let workers = wait_for(&addr, "worker to fail", |w| w[0].state == WorkerState::Failed).await;
-        assert_eq!(workers[0].restarts, 4, "5 exits in the window: 4 restarts, then give up");
+        let workers = wait_for(&addr, "worker to fail", |w| {
+            w[0].state == WorkerState::Failed
+        })
+        .await;
+        assert_eq!(
+            workers[0].restarts, 4,
+            "5 exits in the window: 4 restarts, then give up"
+        );
         let launches = launches.lock().expect("lock");
         assert_eq!(launches.len(), 5);
-        assert!(launches.iter().all(|(id, env)| *id == 0 && *env == snapshot("crashy")));
-        assert!(workers[0].last_error.as_deref().unwrap_or("").contains("exit code 3"), "{workers:?}");
+        assert!(launches
+            .iter()
+            .all(|(id, env)| *id == 0 && *env == snapshot("crashy")));
+        assert!(
+            workers[0]
+                .last_error
+                .as_deref()
+                .unwrap_or("")
+                .contains("exit code 3"),
+            "{workers:?}"
+        );
     });
 }
 
@@ -211,7 +253,10 @@ fn a_child_that_never_answers_the_handshake_is_killed_with_a_clear_error() {
         let (addr, _) = start(Behaviour::Silent, 1, snapshot("silent"));
         let workers = wait_for(&addr, "a handshake failure", |w| w[0].last_error.is_some()).await;
         let error = workers[0].last_error.clone().unwrap_or_default();
-        assert!(error.contains("did not answer the start-up handshake"), "{error}");
+        assert!(
+            error.contains("did not answer the start-up handshake"),
+            "{error}"
+        );
         assert!(error.contains("fake-worker"), "{error}");
         let _ = addr.send(StopWorkers).await;
     });
@@ -221,17 +266,27 @@ fn a_child_that_never_answers_the_handshake_is_killed_with_a_clear_error() {
 fn a_new_snapshot_restarts_every_worker_with_it() {
     System::new().block_on(async {
         let (addr, launches) = start(Behaviour::Work, 2, snapshot("old"));
-        wait_for(&addr, "ready", |w| w.iter().all(|w| w.state == WorkerState::Ready)).await;
+        wait_for(&addr, "ready", |w| {
+            w.iter().all(|w| w.state == WorkerState::Ready)
+        })
+        .await;
         addr.do_send(snapshot("new"));
         let workers = wait_for(&addr, "both workers on the new snapshot", |w| {
-            w.iter().all(|w| w.state == WorkerState::Ready && w.env.get("SOLLOL_APP_NAME").map(String::as_str) == Some("new"))
+            w.iter().all(|w| {
+                w.state == WorkerState::Ready
+                    && w.env.get("SOLLOL_APP_NAME").map(String::as_str) == Some("new")
+            })
         })
         .await;
         assert_eq!(workers.len(), 2);
         let launches = launches.lock().expect("lock");
         assert_eq!(launches.len(), 4);
         assert!(launches[2..].iter().all(|(_, env)| *env == snapshot("new")));
-        assert_eq!(workers.iter().map(|w| w.restarts).sum::<u32>(), 0, "a planned replacement is not a restart");
+        assert_eq!(
+            workers.iter().map(|w| w.restarts).sum::<u32>(),
+            0,
+            "a planned replacement is not a restart"
+        );
     });
 }
 
@@ -240,22 +295,36 @@ fn a_job_on_a_killed_worker_moves_to_a_replacement() {
     System::new().block_on(async {
         let (addr, launches, switches) = start_with_switches(Behaviour::Work, 2, snapshot("a"));
         let handle = SupervisorHandle::new(addr.clone());
-        wait_for(&addr, "ready", |w| w.iter().all(|w| w.state == WorkerState::Ready)).await;
+        wait_for(&addr, "ready", |w| {
+            w.iter().all(|w| w.state == WorkerState::Ready)
+        })
+        .await;
         let slow = {
             let handle = handle.clone();
-            actix_rt::spawn(async move { handle.run(json!({ "n": 21, "sleep_ms": 300 }), None).await })
+            actix_rt::spawn(
+                async move { handle.run(json!({ "n": 21, "sleep_ms": 300 }), None).await },
+            )
         };
         actix_rt::time::sleep(Duration::from_millis(50)).await;
         // Kill both first-generation workers while the job is in the hands of one of them.
         for switch in switches.lock().expect("lock").drain(..) {
             let _ = switch.send(());
         }
-        let result = slow.await.expect("task").expect("job finishes on a replacement");
+        let result = slow
+            .await
+            .expect("task")
+            .expect("job finishes on a replacement");
         assert_eq!(result, json!({ "n": 42 }));
-        let workers = wait_for(&addr, "replacements ready", |w| w.iter().all(|w| w.state == WorkerState::Ready)).await;
+        let workers = wait_for(&addr, "replacements ready", |w| {
+            w.iter().all(|w| w.state == WorkerState::Ready)
+        })
+        .await;
         assert_eq!(workers.iter().map(|w| w.restarts).sum::<u32>(), 2);
         let launches = launches.lock().expect("lock");
         assert!(launches.len() >= 4);
-        assert!(launches.iter().all(|(_, env)| *env == snapshot("a")), "replacements get the same snapshot");
+        assert!(
+            launches.iter().all(|(_, env)| *env == snapshot("a")),
+            "replacements get the same snapshot"
+        );
     });
 }

@@ -159,7 +159,14 @@ impl Actor for WorkerActor {
             ctx.stop();
             return;
         };
-        let LaunchedChild { stdin, stdout, stderr, exited, kill, .. } = child;
+        let LaunchedChild {
+            stdin,
+            stdout,
+            stderr,
+            exited,
+            kill,
+            ..
+        } = child;
         self.kill = Some(kill);
 
         // Writer: one task owns stdin, so frames never interleave.
@@ -172,7 +179,9 @@ impl Actor for WorkerActor {
                 }
             }
         });
-        let _ = to_child.send(ToChild::Handshake { worker_id: self.slot });
+        let _ = to_child.send(ToChild::Handshake {
+            worker_id: self.slot,
+        });
         self.to_child = Some(to_child);
 
         // Reader: frames from stdout become messages to this actor.
@@ -197,7 +206,11 @@ impl Actor for WorkerActor {
             });
         }
 
-        ctx.spawn(exited.into_actor(self).map(|reason, act, ctx| act.on_exit(reason, ctx)));
+        ctx.spawn(
+            exited
+                .into_actor(self)
+                .map(|reason, act, ctx| act.on_exit(reason, ctx)),
+        );
 
         let timeout = self.spec.handshake_timeout;
         ctx.run_later(timeout, move |act, _ctx| {
@@ -207,7 +220,9 @@ impl Actor for WorkerActor {
                      `{}` does not seem to run the sollol worker entry point; a worker program \
                      must call the worker entry point first and write nothing else to stdout",
                     act.slot,
-                    act.pid.map(|p| p.to_string()).unwrap_or_else(|| "unknown".into()),
+                    act.pid
+                        .map(|p| p.to_string())
+                        .unwrap_or_else(|| "unknown".into()),
                     timeout,
                     act.spec.command_line(),
                 ));
@@ -255,13 +270,23 @@ impl Handler<RunJob> for WorkerActor {
     type Result = ResponseActFuture<Self, Result<Value, JobError>>;
 
     fn handle(&mut self, job: RunJob, _ctx: &mut Self::Context) -> Self::Result {
-        let Some(to_child) = self.to_child.as_ref().filter(|_| self.ready && !self.retiring) else {
+        let Some(to_child) = self
+            .to_child
+            .as_ref()
+            .filter(|_| self.ready && !self.retiring)
+        else {
             return Box::pin(fut::ready(Err(JobError::NotAccepting(self.slot))));
         };
         let id = self.next_job;
         self.next_job += 1;
         let (waiter, result) = oneshot::channel();
-        if to_child.send(ToChild::Job { id, payload: job.payload }).is_err() {
+        if to_child
+            .send(ToChild::Job {
+                id,
+                payload: job.payload,
+            })
+            .is_err()
+        {
             return Box::pin(fut::ready(Err(JobError::NotAccepting(self.slot))));
         }
         self.pending.insert(id, waiter);

@@ -56,7 +56,14 @@ pub async fn serve_stdio(handler: Rc<dyn JobHandler>, version: &str) -> Result<(
         return Err(WorkerError::NotAWorker);
     }
     let env = EnvSnapshot::capture();
-    serve(tokio::io::stdin(), tokio::io::stdout(), &env, handler, version).await
+    serve(
+        tokio::io::stdin(),
+        tokio::io::stdout(),
+        &env,
+        handler,
+        version,
+    )
+    .await
 }
 
 /// Serves jobs on the given pipes. `env` is what the handshake reports.

@@ -92,14 +92,18 @@ where
         });
     }
     let mut body = vec![0u8; size];
-    reader.read_exact(&mut body).await.map_err(|err| match err.kind() {
-        std::io::ErrorKind::UnexpectedEof => {
-            FrameError::Malformed("stream ended inside a frame".into())
-        }
-        _ => FrameError::Io(err),
+    reader
+        .read_exact(&mut body)
+        .await
+        .map_err(|err| match err.kind() {
+            std::io::ErrorKind::UnexpectedEof => {
+                FrameError::Malformed("stream ended inside a frame".into())
+            }
+            _ => FrameError::Io(err),
+        })?;
+    let incoming: Incoming<serde_json::Value> = serde_json::from_slice(&body).map_err(|err| {
+        FrameError::Malformed(format!("{err} (first bytes: {:?})", preview(&body)))
     })?;
-    let incoming: Incoming<serde_json::Value> = serde_json::from_slice(&body)
-        .map_err(|err| FrameError::Malformed(format!("{err} (first bytes: {:?})", preview(&body))))?;
     if incoming.v != PROTOCOL_VERSION {
         return Err(FrameError::Version { found: incoming.v });
     }
@@ -129,11 +133,16 @@ mod tests {
     fn round_trips_and_reports_clean_close() {
         run(async {
             let (mut a, mut b) = tokio::io::duplex(1024);
-            write_frame(&mut a, &json!({"type": "job", "id": 7})).await.expect("write");
+            write_frame(&mut a, &json!({"type": "job", "id": 7}))
+                .await
+                .expect("write");
             drop(a);
             let value: Value = read_frame(&mut b, 1024).await.expect("read");
             assert_eq!(value["id"], 7);
-            assert!(matches!(read_frame::<_, Value>(&mut b, 1024).await, Err(FrameError::Closed)));
+            assert!(matches!(
+                read_frame::<_, Value>(&mut b, 1024).await,
+                Err(FrameError::Closed)
+            ));
         });
     }
 
@@ -146,13 +155,17 @@ mod tests {
 
             let mut frame = 5u32.to_be_bytes().to_vec();
             frame.extend_from_slice(b"{oops");
-            let err = read_frame::<_, Value>(&mut frame.as_slice(), 1024).await.unwrap_err();
+            let err = read_frame::<_, Value>(&mut frame.as_slice(), 1024)
+                .await
+                .unwrap_err();
             assert!(matches!(err, FrameError::Malformed(_)), "{err}");
 
             let body = br#"{"v":9,"msg":{}}"#;
             let mut frame = (body.len() as u32).to_be_bytes().to_vec();
             frame.extend_from_slice(body);
-            let err = read_frame::<_, Value>(&mut frame.as_slice(), 1024).await.unwrap_err();
+            let err = read_frame::<_, Value>(&mut frame.as_slice(), 1024)
+                .await
+                .unwrap_err();
             assert!(matches!(err, FrameError::Version { found: 9 }), "{err}");
         });
     }

@@ -160,7 +160,11 @@ impl Launcher for ProcessLauncher {
 /// The child's environment is exactly `env` plus [`WORKER_ID_VAR`]; nothing is inherited.
 /// The child gets its own process group (so a terminal's Ctrl-C reaches the parent, which
 /// then stops workers in order) and, on Linux, is killed if the parent dies.
-pub fn spawn_command(spec: &ChildSpec, env: &EnvSnapshot, worker_id: usize) -> tokio::process::Command {
+pub fn spawn_command(
+    spec: &ChildSpec,
+    env: &EnvSnapshot,
+    worker_id: usize,
+) -> tokio::process::Command {
     let mut command = tokio::process::Command::new(&spec.program);
     command
         .args(&spec.args)
@@ -261,7 +265,10 @@ mod tests {
         runtime.block_on(async {
             let spec = ChildSpec::new("/usr/bin/env", vec![]);
             let env = EnvSnapshot::from_vars([("SOLLOL_APP_NAME", "probe")]);
-            let output = spawn_command(&spec, &env, 0).output().await.expect("env runs");
+            let output = spawn_command(&spec, &env, 0)
+                .output()
+                .await
+                .expect("env runs");
             let text = String::from_utf8_lossy(&output.stdout);
             let mut lines: Vec<&str> = text.lines().collect();
             lines.sort();

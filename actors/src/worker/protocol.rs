@@ -10,8 +10,13 @@ use serde_json::Value;
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ToChild {
     /// The first frame: the child must answer [`FromChild::Hello`] before anything else.
-    Handshake { worker_id: usize },
-    Job { id: u64, payload: Value },
+    Handshake {
+        worker_id: usize,
+    },
+    Job {
+        id: u64,
+        payload: Value,
+    },
     /// Finish the jobs in hand, then exit.
     Shutdown,
 }

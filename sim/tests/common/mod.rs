@@ -96,7 +96,10 @@ impl Response {
     /// NDJSON lines, each checked to end with `\n`.
     pub fn lines(&self) -> Vec<Value> {
         let text = self.text();
-        assert!(text.ends_with('\n'), "stream must end with a newline: {text:?}");
+        assert!(
+            text.ends_with('\n'),
+            "stream must end with a newline: {text:?}"
+        );
         text.split_terminator('\n')
             .map(|line| serde_json::from_str(line).expect("each line is one JSON object"))
             .collect()
@@ -105,7 +108,10 @@ impl Response {
     /// The `data:` payloads of an SSE body, each frame checked to end with a blank line.
     pub fn events(&self) -> Vec<String> {
         let text = self.text();
-        assert!(text.ends_with("\n\n"), "SSE must end with a blank line: {text:?}");
+        assert!(
+            text.ends_with("\n\n"),
+            "SSE must end with a blank line: {text:?}"
+        );
         text.split_terminator("\n\n")
             .map(|frame| {
                 frame
@@ -117,7 +123,8 @@ impl Response {
     }
 }
 
-/// Sends one request on a fresh connection and reads until the server closes it.
+/// Sends one request on a fresh connection and reads until the response is complete or the
+/// server closes the connection.
 pub async fn request(
     addr: SocketAddr,
     method: &str,
@@ -127,7 +134,10 @@ pub async fn request(
 ) -> Response {
     let mut stream = TcpStream::connect(addr).await.expect("connect to the node");
     let mut head = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
-    if !headers.iter().any(|(name, _)| name.eq_ignore_ascii_case("host")) {
+    if !headers
+        .iter()
+        .any(|(name, _)| name.eq_ignore_ascii_case("host"))
+    {
         head.push_str(&format!("Host: {addr}\r\n"));
     }
     for (name, value) in headers {
@@ -144,6 +154,7 @@ pub async fn request(
         .await
         .expect("send the request");
 
+    let head_request = method == "HEAD";
     let mut raw = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(10), async {
         let mut buffer = [0u8; 8192];
@@ -152,18 +163,21 @@ pub async fn request(
                 Ok(0) | Err(_) => break,
                 Ok(n) => raw.extend_from_slice(&buffer[..n]),
             }
+            // Stop at the end of the message, as a real client does, instead of waiting for
+            // the server to close (it lingers when a request body was left unread).
+            if try_parse(&raw, head_request).is_some_and(|response| response.complete) {
+                break;
+            }
         }
     })
     .await;
-    assert!(read.is_ok(), "the node did not close the connection in time");
-    parse(&raw, method == "HEAD")
+    assert!(read.is_ok(), "the node did not finish the response in time");
+    try_parse(&raw, head_request).expect("a complete response head")
 }
 
-fn parse(raw: &[u8], head_request: bool) -> Response {
-    let split = raw
-        .windows(4)
-        .position(|window| window == b"\r\n\r\n")
-        .expect("a complete response head");
+/// Parses what has arrived so far; `None` until the head is complete.
+fn try_parse(raw: &[u8], head_request: bool) -> Option<Response> {
+    let split = raw.windows(4).position(|window| window == b"\r\n\r\n")?;
     let head = std::str::from_utf8(&raw[..split]).expect("ascii head");
     let rest = &raw[split + 4..];
 
@@ -191,15 +205,15 @@ fn parse(raw: &[u8], head_request: bool) -> Response {
             .iter()
             .find(|(name, _)| name.eq_ignore_ascii_case("content-length"))
             .and_then(|(_, value)| value.parse::<usize>().ok());
-        let complete = length.is_none_or(|length| rest.len() == length);
+        let complete = length.is_some_and(|length| rest.len() >= length);
         (rest.to_vec(), complete)
     };
-    Response {
+    Some(Response {
         status,
         headers,
         body,
         complete,
-    }
+    })
 }
 
 /// Decodes a chunked body; `complete` is whether the zero-length terminator arrived.

@@ -1,0 +1,23 @@
+//! The examples do what their docs say (cargo builds them before the tests run).
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn example(name: &str) -> PathBuf {
+    let test_binary = std::env::current_exe().expect("test binary path");
+    let profile_dir = test_binary.parent().and_then(|deps| deps.parent()).expect("target profile dir");
+    profile_dir.join("examples").join(name)
+}
+
+#[test]
+fn custom_supervisor_runs_jobs_in_workers_started_from_the_snapshot() {
+    let output = Command::new(example("custom_supervisor"))
+        .env_remove("SOLLOL_WORKER_ID")
+        .output()
+        .expect("the example is built by cargo test");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains(r#""one two three" -> {"greeting":"hello from the snapshot""#), "{stdout}");
+    assert!(stdout.contains(r#""words":6"#), "{stdout}");
+    assert_eq!(stdout.matches("ready=true").count(), 2, "{stdout}");
+}
