@@ -12,6 +12,7 @@ use crate::body::Body;
 use crate::catalog::{self, Details, ModelEntry, Profile};
 use crate::clock;
 use crate::error::ApiError;
+use crate::json;
 use crate::reply::{self, JSON, NDJSON, TEXT_UTF8};
 use crate::state::Sim;
 use crate::stream::{self, Pacing};
@@ -292,7 +293,7 @@ pub(crate) async fn pull(sim: web::Data<Sim>, body: Bytes) -> Result<HttpRespons
         sim.add(name);
         return Ok(HttpResponse::Ok()
             .content_type(JSON)
-            .body(crate::json::to_vec(&Progress::status("success"))));
+            .body(json::to_vec(&Progress::status("success"))));
     }
 
     // The model appears once its manifest is written, as on a real server.

@@ -76,7 +76,8 @@ pub fn start_and_wait(mut command: Command, what: &str) -> Running {
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
             if let Some(at) = line.find("http://") {
-                let _ = found.send(line[at..].trim().to_string());
+                let url = line[at..].split_whitespace().next().unwrap_or_default();
+                let _ = found.send(url.to_string());
             }
         }
     });
