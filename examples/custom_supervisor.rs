@@ -23,7 +23,9 @@ struct CountWords;
 impl JobHandler for CountWords {
     fn handle(&self, payload: Value) -> JobFuture {
         Box::pin(async move {
-            let text = payload["text"].as_str().ok_or("job needs a `text` string")?;
+            let text = payload["text"]
+                .as_str()
+                .ok_or("job needs a `text` string")?;
             Ok(json!({
                 "words": text.split_whitespace().count(),
                 "pid": std::process::id(),
@@ -37,26 +39,40 @@ fn main() -> std::io::Result<()> {
     // A worker child enters its job loop here, before anything else happens.
     if is_worker_process() {
         return actix::System::new().block_on(async {
-            serve_stdio(Rc::new(CountWords), "example").await.map_err(std::io::Error::other)
+            serve_stdio(Rc::new(CountWords), "example")
+                .await
+                .map_err(std::io::Error::other)
         });
     }
 
     actix::System::new().block_on(async {
         let program = std::env::current_exe()?;
         let snapshot = EnvSnapshot::capture().with("GREETING", "hello from the snapshot");
-        let supervisor = Supervisor::new(ChildSpec::new(program, vec![]), snapshot, 2, Arc::new(ProcessLauncher), None)
-            .map_err(std::io::Error::other)?;
+        let supervisor = Supervisor::new(
+            ChildSpec::new(program, vec![]),
+            snapshot,
+            2,
+            Arc::new(ProcessLauncher),
+            None,
+        )
+        .map_err(std::io::Error::other)?;
         let handle = SupervisorHandle::new(actix::Actor::start(supervisor));
 
         for text in ["one two three", "a longer sentence with six words", "short"] {
-            match handle.run(json!({ "text": text }), Some(Duration::from_secs(10))).await {
+            match handle
+                .run(json!({ "text": text }), Some(Duration::from_secs(10)))
+                .await
+            {
                 Ok(result) => println!("{text:?} -> {result}"),
                 Err(err) => eprintln!("{text:?} failed: {err}"),
             }
         }
         for worker in handle.workers().await {
             let ready = worker.state == WorkerState::Ready;
-            println!("worker {} pid {:?} ready={ready} restarts={}", worker.id, worker.pid, worker.restarts);
+            println!(
+                "worker {} pid {:?} ready={ready} restarts={}",
+                worker.id, worker.pid, worker.restarts
+            );
         }
         let _ = handle.addr.send(StopWorkers).await;
         Ok(())

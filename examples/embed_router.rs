@@ -24,7 +24,9 @@ struct Ask {
 async fn ask(query: web::Query<Ask>, cluster: web::Data<Cluster>) -> HttpResponse {
     let node = match cluster.router.send(PickNode::for_model("llama3.2")).await {
         Ok(Ok(node)) => node,
-        Ok(Err(err)) => return HttpResponse::BadGateway().json(serde_json::json!({ "error": err.to_string() })),
+        Ok(Err(err)) => {
+            return HttpResponse::BadGateway().json(serde_json::json!({ "error": err.to_string() }))
+        }
         Err(_) => return HttpResponse::InternalServerError().finish(),
     };
     let body = serde_json::json!({ "model": "llama3.2", "prompt": query.q, "stream": false });
@@ -38,30 +40,47 @@ async fn ask(query: web::Query<Ask>, cluster: web::Data<Cluster>) -> HttpRespons
     match answer {
         Ok(response) => {
             let text = response.text().await.unwrap_or_default();
-            HttpResponse::Ok().insert_header(("x-node", node.key().to_string())).body(text)
+            HttpResponse::Ok()
+                .insert_header(("x-node", node.key().to_string()))
+                .body(text)
         }
-        Err(err) => HttpResponse::BadGateway().json(serde_json::json!({ "error": err.to_string() })),
+        Err(err) => {
+            HttpResponse::BadGateway().json(serde_json::json!({ "error": err.to_string() }))
+        }
     }
 }
 
 #[actix_web::main]
 async fn main() -> std::io::Result<()> {
     let env = EnvSnapshot::capture();
-    let mut overrides = Overrides { workers: Some(0), ..Overrides::default() };
+    let mut overrides = Overrides {
+        workers: Some(0),
+        ..Overrides::default()
+    };
     if env.get("OLLAMA_HOST").is_none() {
         let listener = TcpListener::bind("127.0.0.1:0")?;
         overrides.nodes = vec![format!("http://{}", listener.local_addr()?)];
-        actix_rt::spawn(sollol_sim::start(sollol_sim::SimConfig::default(), listener)?);
+        actix_rt::spawn(sollol_sim::start(
+            sollol_sim::SimConfig::default(),
+            listener,
+        )?);
     }
     let settings = Settings::load(&env, &overrides).map_err(std::io::Error::other)?;
     let telemetry = Telemetry::start(&settings, &env).map_err(std::io::Error::other)?;
     let cluster = Cluster::start(&settings, telemetry.emitter()).map_err(std::io::Error::other)?;
     let healthy = cluster.check_all().await;
-    println!("{healthy} of {} nodes healthy; try: curl '127.0.0.1:8080/ask?q=hello'", cluster.nodes.len());
+    println!(
+        "{healthy} of {} nodes healthy; try: curl '127.0.0.1:8080/ask?q=hello'",
+        cluster.nodes.len()
+    );
 
     let cluster = web::Data::new(cluster);
-    HttpServer::new(move || App::new().app_data(cluster.clone()).route("/ask", web::get().to(ask)))
-        .bind("127.0.0.1:8080")?
-        .run()
-        .await
+    HttpServer::new(move || {
+        App::new()
+            .app_data(cluster.clone())
+            .route("/ask", web::get().to(ask))
+    })
+    .bind("127.0.0.1:8080")?
+    .run()
+    .await
 }

@@ -5,7 +5,10 @@ use std::process::Command;
 
 fn example(name: &str) -> PathBuf {
     let test_binary = std::env::current_exe().expect("test binary path");
-    let profile_dir = test_binary.parent().and_then(|deps| deps.parent()).expect("target profile dir");
+    let profile_dir = test_binary
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target profile dir");
     profile_dir.join("examples").join(name)
 }
 
@@ -16,8 +19,15 @@ fn custom_supervisor_runs_jobs_in_workers_started_from_the_snapshot() {
         .output()
         .expect("the example is built by cargo test");
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
-    assert!(stdout.contains(r#""one two three" -> {"greeting":"hello from the snapshot""#), "{stdout}");
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains(r#""one two three" -> {"greeting":"hello from the snapshot""#),
+        "{stdout}"
+    );
     assert!(stdout.contains(r#""words":6"#), "{stdout}");
     assert_eq!(stdout.matches("ready=true").count(), 2, "{stdout}");
 }

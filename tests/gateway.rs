@@ -371,15 +371,24 @@ async fn redis_down_does_not_slow_or_stop_the_gateway() {
     let redis = dead_address().replace("http://", "redis://");
     let gw = gateway(&[&a], &["--workers", "0", "--redis-url", &redis], &[]);
     for _ in 0..20 {
-        let response = post(&format!("{}/api/generate", gw.url), r#"{"model":"llama3.2","prompt":"hi","stream":false}"#).await;
+        let response = post(
+            &format!("{}/api/generate", gw.url),
+            r#"{"model":"llama3.2","prompt":"hi","stream":false}"#,
+        )
+        .await;
         assert_eq!(response.status(), 200);
     }
-    let stats = eventually(Duration::from_secs(5), "events to wait in the backlog", || async {
-        let stats = get_json(&format!("{}/sollol/stats", gw.url)).await;
-        let backlog = stats["redis"]["backlog"].as_u64()?;
-        // Every event the observer kept waits for Redis: 40 from the requests, plus node changes.
-        (backlog >= 40 && Some(backlog) == stats["observer"]["total_events"].as_u64()).then_some(stats)
-    })
+    let stats = eventually(
+        Duration::from_secs(5),
+        "events to wait in the backlog",
+        || async {
+            let stats = get_json(&format!("{}/sollol/stats", gw.url)).await;
+            let backlog = stats["redis"]["backlog"].as_u64()?;
+            // Every event the observer kept waits for Redis: 40 from the requests, plus node changes.
+            (backlog >= 40 && Some(backlog) == stats["observer"]["total_events"].as_u64())
+                .then_some(stats)
+        },
+    )
     .await;
     assert_eq!(stats["redis"]["connected"], false);
     assert_eq!(stats["redis"]["published"], 0);
@@ -397,8 +406,17 @@ async fn the_demo_serves_chat_and_batch_work() {
     assert_eq!(chat.status(), 200);
     assert!(!header(&chat, "x-sollol-node").is_empty());
     let text = chat.text().await.expect("body");
-    assert!(text.lines().last().is_some_and(|l| l.contains("\"done\":true")), "{text}");
-    let batch = post(&format!("{}/sollol/batch/embed", demo.url), r#"{"model":"nomic-embed-text","input":["a","b","c"]}"#).await;
+    assert!(
+        text.lines()
+            .last()
+            .is_some_and(|l| l.contains("\"done\":true")),
+        "{text}"
+    );
+    let batch = post(
+        &format!("{}/sollol/batch/embed", demo.url),
+        r#"{"model":"nomic-embed-text","input":["a","b","c"]}"#,
+    )
+    .await;
     assert_eq!(batch.status(), 200);
     let body: Value = batch.json().await.expect("json");
     assert_eq!(body["embeddings"].as_array().map(Vec::len), Some(3));

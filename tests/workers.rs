@@ -251,11 +251,20 @@ async fn batch_errors_are_reported_not_hidden() {
 async fn workers_die_with_the_gateway() {
     let node = sim_node("nomic-embed-text", &[]);
     let mut gw = gateway(&[&node], &["--workers", "2"], &[]);
-    let pids: Vec<u64> = ready_workers(&gw.url, 2).await.iter().map(|w| w["pid"].as_u64().expect("pid")).collect();
+    let pids: Vec<u64> = ready_workers(&gw.url, 2)
+        .await
+        .iter()
+        .map(|w| w["pid"].as_u64().expect("pid"))
+        .collect();
     // No graceful stop: the gateway is killed outright.
     gw.kill();
     let alive = |pid: &u64| {
-        std::fs::read_to_string(format!("/proc/{pid}/stat")).map(|s| !s.contains(") Z ")).unwrap_or(false)
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| !s.contains(") Z "))
+            .unwrap_or(false)
     };
-    eventually(Duration::from_secs(5), "workers to exit", || async { (!pids.iter().any(alive)).then_some(()) }).await;
+    eventually(Duration::from_secs(5), "workers to exit", || async {
+        (!pids.iter().any(alive)).then_some(())
+    })
+    .await;
 }

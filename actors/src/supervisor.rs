@@ -423,9 +423,7 @@ impl Handler<AcquireWorker> for Supervisor {
         }
         self.turn = self.turn.wrapping_add(1);
         let slot = ready[self.turn % ready.len()];
-        slot.worker
-            .clone()
-            .ok_or_else(|| JobError::NotAccepting(slot.id))
+        slot.worker.clone().ok_or(JobError::NotAccepting(slot.id))
     }
 }
 

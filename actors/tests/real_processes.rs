@@ -23,7 +23,9 @@ fn spec(program: &str, args: &[&str]) -> ChildSpec {
 
 async fn first_error(spec: ChildSpec) -> (WorkerInfo, Addr<Supervisor>) {
     let env = EnvSnapshot::from_vars([("PATH", "/usr/bin:/bin")]);
-    let supervisor = Supervisor::new(spec, env, 1, Arc::new(ProcessLauncher), None).expect("not a worker").start();
+    let supervisor = Supervisor::new(spec, env, 1, Arc::new(ProcessLauncher), None)
+        .expect("not a worker")
+        .start();
     for _ in 0..100 {
         let workers = supervisor.send(ListWorkers).await.expect("alive");
         if workers[0].last_error.is_some() {
@@ -45,7 +47,10 @@ fn a_program_that_never_answers_is_killed_with_a_clear_error() {
     System::new().block_on(async {
         let (worker, supervisor) = first_error(spec("/bin/sleep", &["30"])).await;
         let error = worker.last_error.expect("error");
-        assert!(error.contains("did not answer the start-up handshake"), "{error}");
+        assert!(
+            error.contains("did not answer the start-up handshake"),
+            "{error}"
+        );
         assert!(error.contains("/bin/sleep 30"), "{error}");
         let pid = worker.pid.expect("pid");
         for _ in 0..50 {
@@ -62,11 +67,17 @@ fn a_program_that_never_answers_is_killed_with_a_clear_error() {
 #[test]
 fn a_program_that_writes_garbage_is_killed_and_the_parent_survives() {
     System::new().block_on(async {
-        let (worker, supervisor) =
-            first_error(spec("/bin/sh", &["-c", "echo 'hello, I am not a worker'; sleep 30"])).await;
+        let (worker, supervisor) = first_error(spec(
+            "/bin/sh",
+            &["-c", "echo 'hello, I am not a worker'; sleep 30"],
+        ))
+        .await;
         let error = worker.last_error.expect("error");
         assert!(error.contains("malformed frame"), "{error}");
         assert!(error.contains("stdout must be frames only"), "{error}");
-        supervisor.send(StopWorkers).await.expect("the supervisor still answers");
+        supervisor
+            .send(StopWorkers)
+            .await
+            .expect("the supervisor still answers");
     });
 }

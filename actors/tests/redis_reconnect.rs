@@ -24,7 +24,16 @@ fn free_port() -> u16 {
 
 fn start_redis(port: u16) -> Server {
     let child = Command::new("redis-server")
-        .args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--save", "", "--appendonly", "no"])
+        .args([
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -63,15 +72,22 @@ fn backlog_is_flushed_after_redis_comes_up() {
             let mut connection = client.get_connection().expect("connect");
             let mut pubsub = connection.as_pubsub();
             pubsub.subscribe("sollol:test:backlog").expect("subscribe");
-            pubsub.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+            pubsub
+                .set_read_timeout(Some(Duration::from_secs(10)))
+                .expect("timeout");
             let _ = ready.send(());
             while let Ok(message) = pubsub.get_message() {
-                if messages.send(message.get_payload::<String>().expect("text")).is_err() {
+                if messages
+                    .send(message.get_payload::<String>().expect("text"))
+                    .is_err()
+                {
                     return;
                 }
             }
         });
-        subscribed.recv_timeout(Duration::from_secs(10)).expect("subscribed");
+        subscribed
+            .recv_timeout(Duration::from_secs(10))
+            .expect("subscribed");
         let mut received = Vec::new();
         let deadline = Instant::now() + Duration::from_secs(10);
         while received.len() < 50 && Instant::now() < deadline {
