@@ -15,6 +15,7 @@
 //!   backoff, and hands them jobs; [`worker::child`] is the entry point inside the child.
 //! - [`secret`] and [`env_snapshot`]: values that print redacted by construction.
 
+pub mod clock;
 pub mod env_snapshot;
 pub mod event;
 pub mod model_name;
@@ -22,6 +23,7 @@ pub mod node;
 pub mod observer;
 pub mod redis_publisher;
 pub mod router;
+pub mod routing_event;
 pub mod secret;
 pub mod supervisor;
 pub mod worker;

@@ -15,6 +15,7 @@ use serde::Serialize;
 use crate::env_snapshot::EnvSnapshot;
 use crate::event::{Event, Severity};
 use crate::redis_publisher::Publish;
+use crate::routing_event::{RoutingEvent, ROUTING_CHANNEL, ROUTING_STREAM, ROUTING_STREAM_MAX_LEN};
 
 /// How an observer samples and how much it remembers.
 #[derive(Debug, Clone, PartialEq)]
@@ -103,6 +104,11 @@ fn read_var<T>(env: &EnvSnapshot, name: &str, parse: impl Fn(&str) -> Option<T>,
     }
 }
 
+/// Publishes one routing decision (channel and stream). Send it with `do_send`.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct EmitRouting(pub RoutingEvent);
+
 /// Counters the observer keeps; served by `/sollol/stats`.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct ObserverStats {
@@ -115,6 +121,8 @@ pub struct ObserverStats {
     pub events_by_type: BTreeMap<String, u64>,
     pub events_by_backend: BTreeMap<String, u64>,
     pub errors_by_backend: BTreeMap<String, u64>,
+    /// Routing events (`OLLAMA_NODE_SELECTED`, ...) by type.
+    pub routing_events: BTreeMap<String, u64>,
     pub sampling_enabled: bool,
     pub sample_rate: f64,
 }
@@ -218,6 +226,28 @@ impl Handler<Emit> for ObserverActor {
                 self.recent.pop_front();
             }
             self.recent.push_back(event);
+        }
+    }
+}
+
+impl Handler<EmitRouting> for ObserverActor {
+    type Result = ();
+
+    fn handle(&mut self, EmitRouting(event): EmitRouting, _ctx: &mut Self::Context) {
+        *self
+            .stats
+            .routing_events
+            .entry(event.event_type.as_str().into())
+            .or_default() += 1;
+        if let Some(publisher) = &self.publisher {
+            let payload = event.to_json();
+            publisher.do_send(Publish::stream_add(
+                ROUTING_STREAM,
+                "event",
+                payload.clone(),
+                ROUTING_STREAM_MAX_LEN,
+            ));
+            publisher.do_send(Publish::new(ROUTING_CHANNEL, payload));
         }
     }
 }

@@ -55,20 +55,71 @@ pub enum PublisherError {
     InvalidUrl { url: RedactedUrl, reason: String },
 }
 
-/// One message for a pub/sub channel.
-#[derive(Debug, Clone, Message)]
-#[rtype(result = "()")]
-pub struct Publish {
-    pub channel: Cow<'static, str>,
-    pub payload: String,
+/// One Redis command the publisher will write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedisCommand {
+    /// `PUBLISH channel payload`.
+    Publish {
+        channel: Cow<'static, str>,
+        payload: String,
+    },
+    /// `XADD stream MAXLEN ~ max_len * field payload`.
+    StreamAdd {
+        stream: Cow<'static, str>,
+        field: &'static str,
+        payload: String,
+        max_len: usize,
+    },
+    /// `SET key payload EX ttl_secs`.
+    SetEx {
+        key: Cow<'static, str>,
+        payload: String,
+        ttl_secs: u64,
+    },
+    /// `DEL key`.
+    Del { key: Cow<'static, str> },
 }
 
+/// Queues one command; send it with `do_send`.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub struct Publish(pub RedisCommand);
+
 impl Publish {
+    /// A pub/sub message.
     pub fn new(channel: impl Into<Cow<'static, str>>, payload: String) -> Self {
-        Self {
+        Self(RedisCommand::Publish {
             channel: channel.into(),
             payload,
-        }
+        })
+    }
+
+    /// An entry `{field: payload}` on a stream trimmed to about `max_len` entries.
+    pub fn stream_add(
+        stream: impl Into<Cow<'static, str>>,
+        field: &'static str,
+        payload: String,
+        max_len: usize,
+    ) -> Self {
+        Self(RedisCommand::StreamAdd {
+            stream: stream.into(),
+            field,
+            payload,
+            max_len,
+        })
+    }
+
+    /// A key that expires after `ttl_secs`.
+    pub fn set_ex(key: impl Into<Cow<'static, str>>, payload: String, ttl_secs: u64) -> Self {
+        Self(RedisCommand::SetEx {
+            key: key.into(),
+            payload,
+            ttl_secs,
+        })
+    }
+
+    pub fn del(key: impl Into<Cow<'static, str>>) -> Self {
+        Self(RedisCommand::Del { key: key.into() })
     }
 }
 
@@ -217,12 +268,49 @@ impl RedisPublisher {
 
 fn build_pipeline(batch: &[Publish]) -> redis::Pipeline {
     let mut pipeline = redis::pipe();
-    for message in batch {
-        pipeline
-            .cmd("PUBLISH")
-            .arg(message.channel.as_ref())
-            .arg(&message.payload)
-            .ignore();
+    for Publish(command) in batch {
+        match command {
+            RedisCommand::Publish { channel, payload } => {
+                pipeline
+                    .cmd("PUBLISH")
+                    .arg(channel.as_ref())
+                    .arg(payload)
+                    .ignore();
+            }
+            RedisCommand::StreamAdd {
+                stream,
+                field,
+                payload,
+                max_len,
+            } => {
+                pipeline
+                    .cmd("XADD")
+                    .arg(stream.as_ref())
+                    .arg("MAXLEN")
+                    .arg("~")
+                    .arg(*max_len)
+                    .arg("*")
+                    .arg(*field)
+                    .arg(payload)
+                    .ignore();
+            }
+            RedisCommand::SetEx {
+                key,
+                payload,
+                ttl_secs,
+            } => {
+                pipeline
+                    .cmd("SET")
+                    .arg(key.as_ref())
+                    .arg(payload)
+                    .arg("EX")
+                    .arg(*ttl_secs)
+                    .ignore();
+            }
+            RedisCommand::Del { key } => {
+                pipeline.cmd("DEL").arg(key.as_ref()).ignore();
+            }
+        }
     }
     pipeline
 }
