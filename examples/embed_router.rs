@@ -22,13 +22,15 @@ struct Ask {
 }
 
 async fn ask(query: web::Query<Ask>, cluster: web::Data<Cluster>) -> HttpResponse {
-    let node = match cluster.router.send(PickNode::for_model("llama3.2")).await {
-        Ok(Ok(node)) => node,
+    // The lease holds a slot on the node until it is dropped at the end of this handler.
+    let lease = match cluster.router.send(PickNode::for_model("llama3.2")).await {
+        Ok(Ok(lease)) => lease,
         Ok(Err(err)) => {
             return HttpResponse::BadGateway().json(serde_json::json!({ "error": err.to_string() }))
         }
         Err(_) => return HttpResponse::InternalServerError().finish(),
     };
+    let node = &lease.node;
     let body = serde_json::json!({ "model": "llama3.2", "prompt": query.q, "stream": false });
     let answer = node
         .client()
@@ -67,7 +69,7 @@ async fn main() -> std::io::Result<()> {
     }
     let settings = Settings::load(&env, &overrides).map_err(std::io::Error::other)?;
     let telemetry = Telemetry::start(&settings, &env).map_err(std::io::Error::other)?;
-    let cluster = Cluster::start(&settings, telemetry.emitter()).map_err(std::io::Error::other)?;
+    let cluster = Cluster::start(&settings, &telemetry.observer).map_err(std::io::Error::other)?;
     let healthy = cluster.check_all().await;
     println!(
         "{healthy} of {} nodes healthy; try: curl '127.0.0.1:8080/ask?q=hello'",

@@ -8,11 +8,12 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use sollol_actors::node::{
-    parse_node_url, CheckNow, NodeActor, NodeHandle, NodeSettings, NodeUrlError,
+    parse_node_url, BreakerSettings, CheckNow, NodeActor, NodeHandle, NodeLimits, NodeSettings,
+    NodeUrlError,
 };
 use sollol_actors::observer::{Emit, ObserverActor, ObserverConfig};
 use sollol_actors::redis_publisher::{Flush, PublisherConfig, PublisherError, RedisPublisher};
-use sollol_actors::router::RouterActor;
+use sollol_actors::router::{RouterActor, RouterSettings};
 use sollol_actors::EnvSnapshot;
 
 use crate::config::Settings;
@@ -82,7 +83,8 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    pub fn start(settings: &Settings, observer: Recipient<Emit>) -> Result<Self, StartError> {
+    pub fn start(settings: &Settings, observer: &Addr<ObserverActor>) -> Result<Self, StartError> {
+        let emitter: Recipient<Emit> = observer.clone().recipient();
         let client = reqwest::Client::builder()
             .connect_timeout(settings.connect_timeout)
             .pool_idle_timeout(Duration::from_secs(90))
@@ -91,10 +93,19 @@ impl Cluster {
             .no_proxy()
             .build()
             .map_err(|err| StartError::HttpClient(err.to_string()))?;
+        let limits = NodeLimits {
+            capacity: settings.node_capacity,
+            breaker: BreakerSettings {
+                threshold: settings.breaker_threshold,
+                base_cooldown: settings.breaker_cooldown,
+                max_cooldown: settings.breaker_cooldown * 30,
+            },
+        };
         let mut nodes: Vec<NodeHandle> = Vec::new();
         for address in &settings.nodes {
             let url = parse_node_url(address)?;
-            let node = NodeHandle::new(url, client.clone(), Some(observer.clone()));
+            let node =
+                NodeHandle::with_limits(url, client.clone(), Some(emitter.clone()), limits.clone());
             if nodes.iter().all(|known| known.key() != node.key()) {
                 nodes.push(node);
             }
@@ -107,7 +118,21 @@ impl Cluster {
             .iter()
             .map(|node| NodeActor::new(node.clone(), node_settings.clone()).start())
             .collect();
-        let router = RouterActor::new(nodes.clone(), settings.strategy).start();
+        let router_settings = RouterSettings {
+            strategy: settings.strategy,
+            queue_max: settings.queue_max,
+            queue_timeout: settings.queue_timeout,
+            aging: settings.priority_aging,
+            affinity_capacity: settings.affinity_max,
+            affinity_ttl: settings.affinity_ttl,
+            ..RouterSettings::default()
+        };
+        let router = RouterActor::with_settings(
+            nodes.clone(),
+            router_settings,
+            Some(observer.clone().recipient()),
+        )
+        .start();
         Ok(Self {
             router,
             nodes,

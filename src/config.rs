@@ -58,6 +58,19 @@ struct RawSettings {
     job_timeout_secs: u64,
     handshake_timeout_ms: u64,
     log_format: String,
+    node_capacity: usize,
+    queue_max: usize,
+    queue_timeout_ms: u64,
+    priority_aging_ms: u64,
+    attempts: usize,
+    ttfb_timeout_ms: u64,
+    idle_timeout_ms: u64,
+    breaker_threshold: u32,
+    breaker_cooldown_ms: u64,
+    affinity_max: usize,
+    affinity_ttl_secs: u64,
+    pull_to_all: bool,
+    max_blob_bytes: u64,
     #[serde(default)]
     worker_env: BTreeMap<String, String>,
 }
@@ -85,6 +98,30 @@ pub struct Settings {
     pub handshake_timeout: Duration,
     /// `text` or `json`.
     pub log_format: String,
+    /// Requests each node serves at once; more wait in the admission queue.
+    pub node_capacity: usize,
+    /// Requests that may wait for a slot; more get 429.
+    pub queue_max: usize,
+    /// Longest wait for a slot; then 503.
+    pub queue_timeout: Duration,
+    /// A waiting request gains one priority point per this much waiting.
+    pub priority_aging: Duration,
+    /// Nodes tried per request before the client is told it failed.
+    pub attempts: usize,
+    /// Longest wait for a node's first byte (a model load can take minutes).
+    pub ttfb_timeout: Duration,
+    /// Longest silence between two chunks of a node's answer.
+    pub idle_timeout: Duration,
+    /// Consecutive failures that open a node's circuit breaker.
+    pub breaker_threshold: u32,
+    /// First cooldown of an open breaker (doubles on each failed probe).
+    pub breaker_cooldown: Duration,
+    pub affinity_max: usize,
+    pub affinity_ttl: Duration,
+    /// Send `/api/pull` to every node (with each node's progress) instead of one.
+    pub pull_to_all: bool,
+    /// Largest blob upload accepted (`/api/blobs`).
+    pub max_blob_bytes: u64,
     /// Extra variables for worker processes, on top of the captured environment.
     pub worker_env: BTreeMap<String, String>,
 }
@@ -96,7 +133,7 @@ impl Settings {
             .set_default("bind", DEFAULT_BIND)?
             .set_default("nodes", Vec::<String>::new())?
             .set_default("workers", 2)?
-            .set_default("strategy", "round_robin")?
+            .set_default("strategy", "intelligent")?
             .set_default("app_name", sollol_actors::observer::DEFAULT_APP_NAME)?
             .set_default("max_body_bytes", 64 * 1024 * 1024)?
             .set_default("health_interval_ms", 5_000)?
@@ -106,7 +143,20 @@ impl Settings {
             .set_default("batch_max_inputs", 100_000)?
             .set_default("job_timeout_secs", 600)?
             .set_default("handshake_timeout_ms", 5_000)?
-            .set_default("log_format", "text")?;
+            .set_default("log_format", "text")?
+            .set_default("node_capacity", 4)?
+            .set_default("queue_max", 256)?
+            .set_default("queue_timeout_ms", 60_000)?
+            .set_default("priority_aging_ms", 5_000)?
+            .set_default("attempts", 3)?
+            .set_default("ttfb_timeout_ms", 300_000)?
+            .set_default("idle_timeout_ms", 300_000)?
+            .set_default("breaker_threshold", 3)?
+            .set_default("breaker_cooldown_ms", 2_000)?
+            .set_default("affinity_max", 10_000)?
+            .set_default("affinity_ttl_secs", 1_800)?
+            .set_default("pull_to_all", false)?
+            .set_default("max_blob_bytes", 64u64 * 1024 * 1024 * 1024)?;
         if let Some(path) = &overrides.config_file {
             builder = builder.add_source(config::File::from(path.as_path()).required(true));
         }
@@ -170,6 +220,8 @@ impl Settings {
             ("max_body_bytes", raw.max_body_bytes),
             ("batch_chunk_size", raw.batch_chunk_size),
             ("batch_max_inputs", raw.batch_max_inputs),
+            ("node_capacity", raw.node_capacity),
+            ("attempts", raw.attempts),
         ] {
             if value == 0 {
                 return Err(ConfigError::Zero { setting });
@@ -194,6 +246,19 @@ impl Settings {
             job_timeout: Duration::from_secs(raw.job_timeout_secs.max(1)),
             handshake_timeout: Duration::from_millis(raw.handshake_timeout_ms.max(100)),
             log_format: raw.log_format,
+            node_capacity: raw.node_capacity,
+            queue_max: raw.queue_max,
+            queue_timeout: Duration::from_millis(raw.queue_timeout_ms.max(1)),
+            priority_aging: Duration::from_millis(raw.priority_aging_ms.max(1)),
+            attempts: raw.attempts,
+            ttfb_timeout: Duration::from_millis(raw.ttfb_timeout_ms.max(1)),
+            idle_timeout: Duration::from_millis(raw.idle_timeout_ms.max(1)),
+            breaker_threshold: raw.breaker_threshold.max(1),
+            breaker_cooldown: Duration::from_millis(raw.breaker_cooldown_ms.max(1)),
+            affinity_max: raw.affinity_max,
+            affinity_ttl: Duration::from_secs(raw.affinity_ttl_secs),
+            pull_to_all: raw.pull_to_all,
+            max_blob_bytes: raw.max_blob_bytes,
             worker_env: raw.worker_env,
         })
     }
@@ -214,7 +279,8 @@ impl Settings {
                 "SOLLOL_CONNECT_TIMEOUT_MS",
                 self.connect_timeout.as_millis().to_string(),
             )
-            .with("SOLLOL_LOG_FORMAT", self.log_format.clone());
+            .with("SOLLOL_LOG_FORMAT", self.log_format.clone())
+            .with("SOLLOL_NODE_CAPACITY", self.node_capacity.to_string());
         snapshot = match &self.redis_url {
             Some(url) => snapshot.with("SOLLOL_REDIS_URL", url.expose()),
             None => snapshot.without("SOLLOL_REDIS_URL"),
@@ -239,7 +305,7 @@ mod tests {
         let settings = Settings::load(&env(&[]), &Overrides::default()).expect("defaults load");
         assert_eq!(settings.bind, "127.0.0.1:8000");
         assert_eq!(settings.nodes, vec![DEFAULT_NODE.to_string()]);
-        assert_eq!(settings.strategy, Strategy::RoundRobin);
+        assert_eq!(settings.strategy, Strategy::Intelligent);
         assert!(settings.redis_url.is_none());
     }
 

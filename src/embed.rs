@@ -7,9 +7,13 @@ use actix::prelude::*;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use sollol_actors::event::Event;
-use sollol_actors::node::{describe_reqwest_error, NodeHandle};
-use sollol_actors::observer::Emit;
-use sollol_actors::router::{PickNode, RouteError, RouterActor};
+use sollol_actors::model_name::normalize_model;
+use sollol_actors::node::{
+    describe_reqwest_error, NodeHandle, OutcomeKind, RequestKind, RequestOutcome,
+};
+use sollol_actors::observer::{Emit, EmitRouting, ObserverActor};
+use sollol_actors::router::{Lease, PickNode, RouteError, RouterActor};
+use sollol_actors::routing_event::{RoutingEvent, RoutingEventType};
 
 /// Attempts per chunk when connections to nodes fail.
 const CONNECT_ATTEMPTS: usize = 2;
@@ -45,7 +49,7 @@ impl From<RouteError> for EmbedError {
 #[derive(Clone)]
 pub struct Embedder {
     router: Addr<RouterActor>,
-    observer: Recipient<Emit>,
+    observer: Addr<ObserverActor>,
 }
 
 #[derive(Deserialize)]
@@ -59,7 +63,7 @@ struct ErrorBody {
 }
 
 impl Embedder {
-    pub fn new(router: Addr<RouterActor>, observer: Recipient<Emit>) -> Self {
+    pub fn new(router: Addr<RouterActor>, observer: Addr<ObserverActor>) -> Self {
         Self { router, observer }
     }
 
@@ -67,11 +71,16 @@ impl Embedder {
     pub async fn embed(&self, model: &str, inputs: &[Value]) -> Result<Vec<Value>, EmbedError> {
         let body = serde_json::to_vec(&json!({ "model": model, "input": inputs }))
             .map_err(|err| EmbedError::new(500, err.to_string()))?;
-        let mut pick = PickNode::for_model(model);
+        let weight = 1.0 + body.len() as f64 / 4096.0;
+        let mut pick = PickNode {
+            kind: RequestKind::Embed,
+            weight,
+            ..PickNode::for_model(model)
+        };
         let mut last_failure = None;
-        for _ in 0..CONNECT_ATTEMPTS {
-            let node = match self.router.send(pick.clone()).await {
-                Ok(Ok(node)) => node,
+        for attempt in 1..=CONNECT_ATTEMPTS {
+            let lease = match self.router.send(pick.clone()).await {
+                Ok(Ok(lease)) => lease,
                 Ok(Err(err)) => {
                     let mut err = EmbedError::from(err);
                     if let Some(failure) = &last_failure {
@@ -81,12 +90,22 @@ impl Embedder {
                 }
                 Err(_) => return Err(EmbedError::new(502, "the router has stopped")),
             };
+            let key = lease.node.key().to_string();
             match self
-                .embed_on(&node, model, body.clone(), inputs.len())
+                .embed_on(lease, model, body.clone(), inputs.len(), weight, attempt)
                 .await
             {
                 Err(Attempt::ConnectFailed(message)) => {
-                    pick.exclude.push(node.key().to_string());
+                    let fallback = RoutingEvent::new(
+                        RoutingEventType::FallbackTriggered,
+                        model,
+                        &key,
+                        message.clone(),
+                        5,
+                    )
+                    .with("from_backend", key.clone());
+                    self.observer.do_send(EmitRouting(fallback));
+                    pick.exclude.push(key);
                     last_failure = Some(message);
                 }
                 Err(Attempt::Failed(err)) => return Err(err),
@@ -101,12 +120,14 @@ impl Embedder {
 
     async fn embed_on(
         &self,
-        node: &NodeHandle,
+        lease: Lease,
         model: &str,
         body: Vec<u8>,
         expected: usize,
+        weight: f64,
+        attempt: usize,
     ) -> Result<Vec<Value>, Attempt> {
-        let _in_flight = node.begin();
+        let node = lease.node.clone();
         let started = Instant::now();
         self.observer.do_send(Emit(Event::ollama_request(
             node.key(),
@@ -114,27 +135,50 @@ impl Embedder {
             "embed",
             false,
         )));
-        let result = self.call(node, body, expected).await;
+        let result = self.call(&node, body, expected).await;
         let latency = started.elapsed();
-        let event = match &result {
-            Ok(_) => {
-                node.record_success(latency);
-                Event::ollama_response(node.key(), model, "embed", latency, 200, false)
-            }
-            Err(Attempt::ConnectFailed(message)) => {
-                node.record_failure(message, true);
-                Event::ollama_error(node.key(), model, message, latency)
-            }
-            Err(Attempt::Failed(err)) => {
-                if err.status >= 500 {
-                    node.record_failure(&err.message, false);
-                } else {
-                    node.record_success(latency);
-                }
-                Event::ollama_error(node.key(), model, &err.message, latency)
-            }
+        let (event, kind_of_end) = match &result {
+            Ok(_) => (
+                Event::ollama_response(node.key(), model, "embed", latency, 200, false),
+                OutcomeKind::Success,
+            ),
+            Err(Attempt::ConnectFailed(message)) => (
+                Event::ollama_error(node.key(), model, message, latency),
+                OutcomeKind::Transport {
+                    message: message.clone(),
+                    refused: true,
+                },
+            ),
+            Err(Attempt::Failed(err)) if err.status >= 500 => (
+                Event::ollama_error(node.key(), model, &err.message, latency),
+                OutcomeKind::ServerError(err.message.clone()),
+            ),
+            Err(Attempt::Failed(err)) => (
+                Event::ollama_error(node.key(), model, &err.message, latency),
+                OutcomeKind::ClientError,
+            ),
         };
+        if !matches!(result, Err(Attempt::ConnectFailed(_))) {
+            let reason = if attempt > 1 {
+                format!("{}; after {} failed attempt(s)", lease.reason, attempt - 1)
+            } else {
+                lease.reason.clone()
+            };
+            let selected =
+                RoutingEvent::new(RoutingEventType::NodeSelected, model, node.key(), reason, 5);
+            self.observer.do_send(EmitRouting(selected));
+        }
+        node.record(&RequestOutcome {
+            model: Some(normalize_model(model)),
+            kind: RequestKind::Embed,
+            weight,
+            latency,
+            ttfb: None,
+            cold: lease.cold,
+            kind_of_end,
+        });
         self.observer.do_send(Emit(event));
+        drop(lease);
         result
     }
 

@@ -7,13 +7,17 @@
 
 mod aggregate;
 mod batch;
+mod blobs;
+pub mod controls;
 pub mod error;
+mod fanout;
 mod own;
 pub mod proxy;
 mod relay;
 pub mod routes;
 mod sniff;
 pub mod state;
+mod upstream;
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
@@ -87,7 +91,7 @@ pub async fn start(
         })?;
 
     let telemetry = Telemetry::start(&settings, &parent_env)?;
-    let cluster = Cluster::start(&settings, telemetry.emitter())?;
+    let cluster = Cluster::start(&settings, &telemetry.observer)?;
     let healthy = cluster.check_all().await;
     for node in &cluster.nodes {
         let status = node.status();

@@ -82,7 +82,7 @@ pub fn run() -> i32 {
                 return 2;
             }
         };
-        let cluster = match Cluster::start(&settings, telemetry.emitter()) {
+        let cluster = match Cluster::start(&settings, &telemetry.observer) {
             Ok(cluster) => cluster,
             Err(err) => {
                 tracing::error!(error = %err, "worker cannot start");
@@ -90,7 +90,7 @@ pub fn run() -> i32 {
             }
         };
         let jobs = Jobs {
-            embedder: Embedder::new(cluster.router.clone(), telemetry.emitter()),
+            embedder: Embedder::new(cluster.router.clone(), telemetry.observer.clone()),
             cluster,
             checked: OnceCell::new(),
         };

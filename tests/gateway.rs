@@ -250,7 +250,7 @@ async fn a_refused_connection_is_retried_on_another_node() {
     // Health checks are slow here, so the router still believes in b when it dies.
     let gw = gateway(
         &[&a, &b],
-        &["--workers", "0"],
+        &["--workers", "0", "--strategy", "round_robin"],
         &[("SOLLOL_HEALTH_INTERVAL_MS", "60000")],
     );
     b.kill();
@@ -274,7 +274,22 @@ async fn a_refused_connection_is_retried_on_another_node() {
         .iter()
         .find(|n| n["node"] == b.key())
         .expect("node b");
-    assert_eq!(dead["state"], "unhealthy");
+    // A refused connection marks the node down; failures on pooled connections it had
+    // (closed by its death) count towards its breaker.
+    assert!(
+        dead["state"] == "unhealthy" || dead["breaker"] == "open",
+        "{dead}"
+    );
+    assert!(dead["failures"].as_u64() >= Some(1), "{dead}");
+    let stats = get_json(&format!("{}/sollol/stats", gw.url)).await;
+    assert!(
+        stats["observer"]["routing_events"]["FALLBACK_TRIGGERED"].as_u64() >= Some(1),
+        "{stats}"
+    );
+    assert_eq!(
+        stats["observer"]["routing_events"]["OLLAMA_NODE_SELECTED"], 4,
+        "one per request"
+    );
 }
 
 #[actix_rt::test]
@@ -384,9 +399,15 @@ async fn redis_down_does_not_slow_or_stop_the_gateway() {
         || async {
             let stats = get_json(&format!("{}/sollol/stats", gw.url)).await;
             let backlog = stats["redis"]["backlog"].as_u64()?;
-            // Every event the observer kept waits for Redis: 40 from the requests, plus node changes.
-            (backlog >= 40 && Some(backlog) == stats["observer"]["total_events"].as_u64())
-                .then_some(stats)
+            // Everything waits for Redis: each event (40 from the requests, plus node
+            // changes) and each routing event (published and appended to the stream).
+            let events = stats["observer"]["total_events"].as_u64()?;
+            let routing: u64 = stats["observer"]["routing_events"]
+                .as_object()?
+                .values()
+                .filter_map(Value::as_u64)
+                .sum();
+            (events >= 40 && routing == 20 && backlog == events + 2 * routing).then_some(stats)
         },
     )
     .await;

@@ -1,58 +1,41 @@
-//! The router: picks the node that serves a request.
+//! The router: picks the node that serves each request, and holds requests that find
+//! every candidate full until a slot frees up.
 //!
-//! Only healthy nodes that have the requested model are candidates; among them the
-//! [`Strategy`] decides. When nothing qualifies, the error says whether the model exists
-//! nowhere (the gateway answers 404) or only on nodes that cannot be reached now (502).
+//! A request's candidates are the nodes that have its model, are healthy, are admitted by
+//! their circuit breaker and have a free slot (each node has a capacity). Among them:
+//!
+//! 1. **Affinity** first: a conversation goes back to the node that served it before, if
+//!    that node can take it ([`affinity`]).
+//! 2. **Warm first** (for `intelligent`): nodes where the model is resident or being
+//!    loaded are preferred; a cold load of a model starts on at most one node at a time
+//!    unless every warm node is full.
+//! 3. The [`Strategy`] chooses among what is left.
+//!
+//! When every candidate is full, the request waits in a bounded [`queue`] ordered by
+//! priority with aging; a full queue is refused at once (429) and a request that waits
+//! too long gets up (503). Each placement returns a [`Lease`]: the node, the in-flight
+//! guard that holds its slot, and the reason for the choice.
 
-use std::fmt;
-use std::str::FromStr;
+pub mod affinity;
+pub mod queue;
+pub mod strategy;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use serde::Serialize;
 
 use crate::model_name::normalize_model;
-use crate::node::{Health, NodeHandle};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Strategy {
-    /// Each candidate in turn.
-    RoundRobin,
-    /// The candidate with the fewest requests in flight; ties go round in turn.
-    LeastLoaded,
-}
-
-impl Strategy {
-    pub const ALL: [Strategy; 2] = [Strategy::RoundRobin, Strategy::LeastLoaded];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::RoundRobin => "round_robin",
-            Self::LeastLoaded => "least_loaded",
-        }
-    }
-}
-
-impl fmt::Display for Strategy {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("unknown strategy `{0}`; expected one of: round_robin, least_loaded")]
-pub struct UnknownStrategy(pub String);
-
-impl FromStr for Strategy {
-    type Err = UnknownStrategy;
-
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        Self::ALL
-            .into_iter()
-            .find(|strategy| strategy.as_str() == text.trim().to_ascii_lowercase())
-            .ok_or_else(|| UnknownStrategy(text.to_string()))
-    }
-}
+use crate::node::{CapacityFreed, Health, InFlight, NodeHandle, RequestKind};
+use crate::observer::EmitRouting;
+use crate::routing_event::{RoutingEvent, RoutingEventType};
+pub use affinity::AffinityOutcome;
+use affinity::AffinityTable;
+use queue::AdmissionQueue;
+use strategy::{Job, Memory};
+pub use strategy::{Strategy, UnknownStrategy};
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum RouteError {
@@ -62,28 +45,97 @@ pub enum RouteError {
     ModelNotFound(String),
     #[error("no ollama node that can serve '{0}' is reachable")]
     NoneReachable(String),
+    #[error("node '{0}' is not one of this gateway's nodes")]
+    UnknownNode(String),
+    #[error(
+        "server busy: {queued} requests are already waiting (setting queue_max); try again shortly"
+    )]
+    QueueFull {
+        queued: usize,
+        retry_after_secs: u64,
+    },
+    #[error("server busy: no node could take the request within {waited_secs}s (setting queue_timeout_ms)")]
+    QueueTimeout {
+        waited_secs: u64,
+        retry_after_secs: u64,
+    },
+}
+
+impl RouteError {
+    /// Seconds a client should wait before trying again, when that helps.
+    pub fn retry_after(&self) -> Option<u64> {
+        match self {
+            Self::QueueFull {
+                retry_after_secs, ..
+            }
+            | Self::QueueTimeout {
+                retry_after_secs, ..
+            } => Some(*retry_after_secs),
+            _ => None,
+        }
+    }
 }
 
 /// Asks the router for a node.
 #[derive(Debug, Clone, Message)]
-#[rtype(result = "Result<NodeHandle, RouteError>")]
+#[rtype(result = "Result<Lease, RouteError>")]
 pub struct PickNode {
     /// The model as the client named it; `None` for requests any node can serve.
     pub model: Option<String>,
+    pub kind: RequestKind,
+    /// Size of the request in weight units (1 for a small one).
+    pub weight: f64,
     /// Keys of nodes already tried for this request.
     pub exclude: Vec<String>,
     /// Overrides the router's strategy for this request.
     pub strategy: Option<Strategy>,
+    /// 1 (lowest) to 10 (highest); 5 by default.
+    pub priority: u8,
+    /// Hash of the conversation (or session id) for affinity: the chosen node is
+    /// remembered under it.
+    pub affinity_key: Option<u64>,
+    /// Whether to follow the remembered node (the request continues a conversation or
+    /// names a session); a first turn only records its node.
+    pub follow_affinity: bool,
+    /// Send to exactly this node (`host:port`), as `X-Sollol-Node` asks.
+    pub node: Option<String>,
 }
 
 impl PickNode {
     pub fn for_model(model: impl Into<String>) -> Self {
         Self {
             model: Some(model.into()),
+            kind: RequestKind::Other,
+            weight: 1.0,
             exclude: Vec::new(),
             strategy: None,
+            priority: 5,
+            affinity_key: None,
+            follow_affinity: false,
+            node: None,
         }
     }
+
+    pub fn any_node() -> Self {
+        Self {
+            model: None,
+            ..Self::for_model("")
+        }
+    }
+}
+
+/// A placed request: its node, the slot it holds there, and why it was chosen.
+#[derive(Debug)]
+pub struct Lease {
+    pub node: NodeHandle,
+    /// Holds the request's slot on the node until dropped.
+    pub in_flight: InFlight,
+    pub reason: String,
+    pub affinity: AffinityOutcome,
+    /// The model was not resident on the node when the request was placed.
+    pub cold: bool,
+    /// Time spent in the admission queue, if any.
+    pub waited: Option<Duration>,
 }
 
 /// All nodes, for aggregate endpoints and status pages.
@@ -91,64 +143,239 @@ impl PickNode {
 #[rtype(result = "Vec<NodeHandle>")]
 pub struct GetNodes;
 
+#[derive(Debug, Clone, Serialize)]
+pub struct RouterStats {
+    pub strategy: Strategy,
+    pub queued: usize,
+    pub queue_max: usize,
+    pub affinity_entries: usize,
+}
+
+#[derive(Message)]
+#[rtype(result = "RouterStats")]
+pub struct GetRouterStats;
+
+#[derive(Debug, Clone)]
+pub struct RouterSettings {
+    pub strategy: Strategy,
+    /// Requests that may wait for a slot; more are refused with 429.
+    pub queue_max: usize,
+    /// Longest wait for a slot; then 503.
+    pub queue_timeout: Duration,
+    /// A waiting request gains one priority point per this much waiting.
+    pub aging: Duration,
+    pub affinity_capacity: usize,
+    pub affinity_ttl: Duration,
+    /// Load time assumed for a model no node has loaded yet.
+    pub default_load: Duration,
+}
+
+impl Default for RouterSettings {
+    fn default() -> Self {
+        Self {
+            strategy: Strategy::Intelligent,
+            queue_max: 256,
+            queue_timeout: Duration::from_secs(60),
+            aging: Duration::from_secs(5),
+            affinity_capacity: 10_000,
+            affinity_ttl: Duration::from_secs(30 * 60),
+            default_load: Duration::from_secs(5),
+        }
+    }
+}
+
 pub struct RouterActor {
     nodes: Vec<NodeHandle>,
-    strategy: Strategy,
-    /// Turn counter for round robin and for breaking least-loaded ties.
-    turn: usize,
+    settings: RouterSettings,
+    memory: Memory,
+    affinity: AffinityTable,
+    queue: AdmissionQueue,
+    /// Shared with the nodes' in-flight guards: they call back only while this is > 0.
+    waiting: Arc<AtomicUsize>,
+    observer: Option<Recipient<EmitRouting>>,
+}
+
+enum Placement {
+    Placed(Lease),
+    Full,
 }
 
 impl RouterActor {
     pub fn new(nodes: Vec<NodeHandle>, strategy: Strategy) -> Self {
+        Self::with_settings(
+            nodes,
+            RouterSettings {
+                strategy,
+                ..RouterSettings::default()
+            },
+            None,
+        )
+    }
+
+    pub fn with_settings(
+        nodes: Vec<NodeHandle>,
+        settings: RouterSettings,
+        observer: Option<Recipient<EmitRouting>>,
+    ) -> Self {
         Self {
             nodes,
-            strategy,
-            turn: 0,
+            memory: Memory::new(settings.default_load.as_secs_f64() * 1000.0),
+            affinity: AffinityTable::new(settings.affinity_capacity, settings.affinity_ttl),
+            queue: AdmissionQueue::new(settings.queue_max, settings.aging),
+            waiting: Arc::new(AtomicUsize::new(0)),
+            observer,
+            settings,
         }
     }
 
-    /// The choice itself, without the actor around it (unit tests call this directly).
-    pub fn pick(&mut self, request: &PickNode) -> Result<NodeHandle, RouteError> {
+    /// Places the request now, or says every candidate is full, or why none exists.
+    fn place(&mut self, request: &PickNode, now: Instant) -> Result<Placement, RouteError> {
         if self.nodes.is_empty() {
             return Err(RouteError::NoNodes);
         }
-        let wanted = request.model.as_deref().map(normalize_model);
-        let candidates: Vec<&NodeHandle> = self
+        if let Some(pinned) = &request.node {
+            if !self.nodes.iter().any(|node| node.key() == pinned) {
+                return Err(RouteError::UnknownNode(pinned.clone()));
+            }
+        }
+        let model = request
+            .model
+            .as_deref()
+            .filter(|m| !m.is_empty())
+            .map(normalize_model);
+        let eligible: Vec<NodeHandle> = self
             .nodes
             .iter()
+            .filter(|node| {
+                request
+                    .node
+                    .as_deref()
+                    .is_none_or(|pinned| node.key() == pinned)
+            })
             .filter(|node| !request.exclude.iter().any(|key| key == node.key()))
-            .filter(|node| node.is_available())
-            .filter(|node| wanted.as_deref().is_none_or(|model| node.has_model(model)))
+            .filter(|node| model.as_deref().is_none_or(|m| node.has_model(m)))
+            .cloned()
             .collect();
-        if candidates.is_empty() {
-            return Err(self.explain_empty(request, wanted.as_deref()));
+        let usable: Vec<NodeHandle> = eligible
+            .iter()
+            .filter(|node| node.is_available())
+            .cloned()
+            .collect();
+        if usable.is_empty() {
+            return Err(self.explain_empty(request, model.as_deref()));
+        }
+        let mut free: Vec<NodeHandle> = usable
+            .iter()
+            .filter(|node| node.has_free_slot())
+            .cloned()
+            .collect();
+
+        // Affinity: back to the node that served this conversation, if it can take it.
+        let mut affinity = AffinityOutcome::None;
+        if let (Some(key), Some(model)) = (request.affinity_key, model.as_deref()) {
+            affinity = AffinityOutcome::New;
+            let remembered = if request.follow_affinity {
+                self.affinity.lookup(model, key, now)
+            } else {
+                None
+            };
+            if let Some(remembered) = remembered {
+                affinity = AffinityOutcome::Miss;
+                match free.iter().position(|node| node.key() == remembered) {
+                    Some(index) if free[index].admit(now) => {
+                        let node = free.swap_remove(index);
+                        let lease = self.lease(
+                            node,
+                            request,
+                            model,
+                            "affinity: same conversation".into(),
+                            AffinityOutcome::Hit,
+                            now,
+                        );
+                        return Ok(Placement::Placed(lease));
+                    }
+                    _ if usable.iter().any(|node| node.key() == remembered) => {}
+                    _ => self.affinity.forget(model, key),
+                }
+            }
         }
 
-        let turn = self.turn;
-        self.turn = self.turn.wrapping_add(1);
-        let strategy = request.strategy.unwrap_or(self.strategy);
-        let chosen = match strategy {
-            Strategy::RoundRobin => candidates[turn % candidates.len()],
-            Strategy::LeastLoaded => {
-                let start = turn % candidates.len();
-                let rotated = candidates[start..].iter().chain(&candidates[..start]);
-                rotated
-                    .min_by_key(|node| node.in_flight())
-                    .copied()
-                    .unwrap_or(candidates[0])
-            }
+        let strategy = request.strategy.unwrap_or(self.settings.strategy);
+        let job = Job {
+            model: model.as_deref(),
+            kind: request.kind,
+            weight: request.weight,
         };
-        tracing::trace!(node = %chosen.key(), strategy = strategy.as_str(), candidates = candidates.len(), "node picked");
-        Ok(chosen.clone())
+        loop {
+            let mut candidates = free.clone();
+            if strategy == Strategy::Intelligent {
+                if let Some(model) = job.model {
+                    let warm: Vec<NodeHandle> = candidates
+                        .iter()
+                        .filter(|node| node.is_resident(model) || node.is_loading(model))
+                        .cloned()
+                        .collect();
+                    if !warm.is_empty() {
+                        candidates = warm;
+                    }
+                }
+            }
+            if candidates.is_empty() {
+                return Ok(Placement::Full);
+            }
+            let (index, reason) = strategy::choose(strategy, &candidates, &job, &mut self.memory);
+            let node = candidates[index].clone();
+            if !node.admit(now) {
+                // Its breaker refused (a probe is already out): try the others.
+                free.retain(|candidate| candidate.key() != node.key());
+                continue;
+            }
+            let model_name = job.model.unwrap_or_default().to_string();
+            let lease = self.lease(node, request, &model_name, reason, affinity, now);
+            return Ok(Placement::Placed(lease));
+        }
+    }
+
+    fn lease(
+        &mut self,
+        node: NodeHandle,
+        request: &PickNode,
+        model: &str,
+        reason: String,
+        affinity: AffinityOutcome,
+        now: Instant,
+    ) -> Lease {
+        let cold = !model.is_empty() && !node.is_resident(model);
+        let in_flight = if cold && !node.is_loading(model) {
+            node.begin_cold_load(model)
+        } else {
+            node.begin()
+        };
+        if let (Some(key), false) = (request.affinity_key, model.is_empty()) {
+            self.affinity.remember(model, key, node.key(), now);
+        }
+        tracing::trace!(node = %node.key(), reason = %reason, affinity = affinity.as_str(), cold, "node picked");
+        Lease {
+            node,
+            in_flight,
+            reason,
+            affinity,
+            cold,
+            waited: None,
+        }
     }
 
     fn explain_empty(&self, request: &PickNode, wanted: Option<&str>) -> RouteError {
-        let label = request.model.clone().unwrap_or_default();
+        let label = request
+            .model
+            .clone()
+            .filter(|m| !m.is_empty())
+            .unwrap_or_else(|| "any model".into());
         let Some(model) = wanted else {
-            return RouteError::NoneReachable("any model".into());
+            return RouteError::NoneReachable(label);
         };
         // The model may live on a node we cannot use right now: one that is down, was
-        // never checked, or already failed for this request.
+        // never checked, is shut out by its breaker, or already failed for this request.
         let maybe_elsewhere = self.nodes.iter().any(|node| {
             node.has_model(model)
                 || node.health() == Health::Unknown
@@ -160,17 +387,115 @@ impl RouterActor {
             RouteError::ModelNotFound(label)
         }
     }
+
+    /// Places waiting requests, best first, while slots allow.
+    fn dispatch(&mut self) {
+        if self.queue.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        let mut still_waiting = Vec::new();
+        for waiter in self.queue.drain_in_order(now) {
+            match self.place(&waiter.request, now) {
+                Ok(Placement::Placed(mut lease)) => {
+                    lease.waited = Some(now.duration_since(waiter.enqueued));
+                    // A caller that gave up meanwhile drops the lease, freeing the slot.
+                    let _ = waiter.reply.send(Ok(lease));
+                }
+                Ok(Placement::Full) => still_waiting.push(waiter),
+                Err(err) => {
+                    let _ = waiter.reply.send(Err(err));
+                }
+            }
+        }
+        self.queue.restore(still_waiting);
+        self.waiting.store(self.queue.len(), Ordering::Relaxed);
+    }
+
+    fn emit(&self, event: RoutingEvent) {
+        if let Some(observer) = &self.observer {
+            observer.do_send(EmitRouting(event));
+        }
+    }
 }
 
 impl Actor for RouterActor {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        let recipient = ctx.address().recipient::<CapacityFreed>();
+        for node in &self.nodes {
+            node.set_release_hook(recipient.clone(), self.waiting.clone());
+        }
+        // Health changes and breaker cooldowns free capacity without a release.
+        ctx.run_interval(Duration::from_millis(100), |act, _ctx| act.dispatch());
+        ctx.run_interval(Duration::from_secs(30), |act, _ctx| {
+            let now = Instant::now();
+            act.affinity.expire(now);
+            for node in &act.nodes {
+                if !node.is_available() {
+                    act.affinity.forget_node(node.key());
+                }
+            }
+        });
+    }
 }
 
 impl Handler<PickNode> for RouterActor {
-    type Result = Result<NodeHandle, RouteError>;
+    type Result = ResponseFuture<Result<Lease, RouteError>>;
 
     fn handle(&mut self, request: PickNode, _ctx: &mut Self::Context) -> Self::Result {
-        self.pick(&request)
+        let now = Instant::now();
+        // Requests already waiting go first; what they cannot use is free for this one.
+        self.dispatch();
+        let placement = self.place(&request, now);
+        match placement {
+            Ok(Placement::Placed(lease)) => Box::pin(async move { Ok(lease) }),
+            Err(err) => Box::pin(async move { Err(err) }),
+            Ok(Placement::Full) => {
+                if self.queue.is_full() {
+                    let err = RouteError::QueueFull {
+                        queued: self.queue.len(),
+                        retry_after_secs: 1,
+                    };
+                    return Box::pin(async move { Err(err) });
+                }
+                let (reply, answer) = tokio::sync::oneshot::channel();
+                let model = request.model.clone().unwrap_or_default();
+                let priority = request.priority;
+                let seq = self.queue.push(request, reply, now);
+                self.waiting.store(self.queue.len(), Ordering::Relaxed);
+                let event = RoutingEvent::new(
+                    RoutingEventType::TaskQueued,
+                    &model,
+                    "",
+                    "every candidate node is at capacity",
+                    priority,
+                )
+                .with("task_id", seq)
+                .with("queued", self.queue.len());
+                self.emit(event);
+                let timeout = self.settings.queue_timeout;
+                Box::pin(async move {
+                    match tokio::time::timeout(timeout, answer).await {
+                        Ok(Ok(result)) => result,
+                        Ok(Err(_)) => Err(RouteError::NoneReachable(model)),
+                        Err(_) => Err(RouteError::QueueTimeout {
+                            waited_secs: timeout.as_secs(),
+                            retry_after_secs: 5,
+                        }),
+                    }
+                })
+            }
+        }
+    }
+}
+
+impl Handler<CapacityFreed> for RouterActor {
+    type Result = ();
+
+    fn handle(&mut self, _: CapacityFreed, _ctx: &mut Self::Context) {
+        self.dispatch();
     }
 }
 
@@ -182,117 +507,18 @@ impl Handler<GetNodes> for RouterActor {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use std::collections::HashMap;
+impl Handler<GetRouterStats> for RouterActor {
+    type Result = MessageResult<GetRouterStats>;
 
-    use super::*;
-
-    fn cluster() -> Vec<NodeHandle> {
-        vec![
-            NodeHandle::for_tests("127.0.0.1:1001", &["llama3.2", "nomic-embed-text"]),
-            NodeHandle::for_tests("127.0.0.1:1002", &["llama3.2"]),
-            NodeHandle::for_tests("127.0.0.1:1003", &["llama3.2:1b"]),
-        ]
-    }
-
-    fn count_picks(
-        router: &mut RouterActor,
-        request: &PickNode,
-        n: usize,
-    ) -> HashMap<String, usize> {
-        let mut counts = HashMap::new();
-        for _ in 0..n {
-            let node = router.pick(request).expect("a node");
-            *counts.entry(node.key().to_string()).or_default() += 1;
-        }
-        counts
-    }
-
-    #[test]
-    fn round_robin_alternates_among_nodes_with_the_model() {
-        let mut router = RouterActor::new(cluster(), Strategy::RoundRobin);
-        let counts = count_picks(&mut router, &PickNode::for_model("Llama3.2"), 10);
-        assert_eq!(counts.get("127.0.0.1:1001"), Some(&5));
-        assert_eq!(counts.get("127.0.0.1:1002"), Some(&5));
-        assert_eq!(counts.get("127.0.0.1:1003"), None);
-    }
-
-    #[test]
-    fn least_loaded_avoids_busy_nodes_and_spreads_ties() {
-        let nodes = cluster();
-        let _busy = nodes[0].begin();
-        let mut router = RouterActor::new(nodes.clone(), Strategy::LeastLoaded);
-        let counts = count_picks(&mut router, &PickNode::for_model("llama3.2"), 4);
-        assert_eq!(counts.get("127.0.0.1:1002"), Some(&4));
-
-        let mut router = RouterActor::new(cluster(), Strategy::LeastLoaded);
-        let counts = count_picks(&mut router, &PickNode::for_model("llama3.2"), 4);
-        assert_eq!(
-            counts.len(),
-            2,
-            "idle ties must not all go to the first node: {counts:?}"
-        );
-    }
-
-    #[test]
-    fn unknown_model_is_not_found_and_unreachable_model_is_not() {
-        let nodes = cluster();
-        let mut router = RouterActor::new(nodes.clone(), Strategy::RoundRobin);
-        assert_eq!(
-            router.pick(&PickNode::for_model("mistral")).err(),
-            Some(RouteError::ModelNotFound("mistral".into()))
-        );
-        nodes[2].record_failure("connection refused", true);
-        assert_eq!(
-            router.pick(&PickNode::for_model("llama3.2:1b")).err(),
-            Some(RouteError::NoneReachable("llama3.2:1b".into()))
-        );
-    }
-
-    #[test]
-    fn excluded_nodes_are_skipped_for_retries() {
-        let mut router = RouterActor::new(cluster(), Strategy::RoundRobin);
-        let mut request = PickNode::for_model("llama3.2");
-        request.exclude.push("127.0.0.1:1001".into());
-        for _ in 0..3 {
-            assert_eq!(router.pick(&request).expect("node").key(), "127.0.0.1:1002");
-        }
-        request.exclude.push("127.0.0.1:1002".into());
-        assert_eq!(
-            router.pick(&request).err(),
-            Some(RouteError::NoneReachable("llama3.2".into()))
-        );
-        assert_eq!(
-            RouterActor::new(vec![], Strategy::RoundRobin)
-                .pick(&request)
-                .err(),
-            Some(RouteError::NoNodes)
-        );
-    }
-
-    #[test]
-    fn strategies_parse_from_their_names() {
-        assert_eq!(
-            "least_loaded".parse::<Strategy>(),
-            Ok(Strategy::LeastLoaded)
-        );
-        assert_eq!("ROUND_ROBIN".parse::<Strategy>(), Ok(Strategy::RoundRobin));
-        let err = "fastest".parse::<Strategy>().unwrap_err().to_string();
-        assert!(err.contains("round_robin, least_loaded"), "{err}");
-    }
-
-    #[test]
-    fn router_actor_answers_pick_messages() {
-        let system = System::new();
-        system.block_on(async {
-            let router = RouterActor::new(cluster(), Strategy::RoundRobin).start();
-            let node = router
-                .send(PickNode::for_model("nomic-embed-text"))
-                .await
-                .expect("alive");
-            assert_eq!(node.expect("node").key(), "127.0.0.1:1001");
-            assert_eq!(router.send(GetNodes).await.expect("alive").len(), 3);
-        });
+    fn handle(&mut self, _: GetRouterStats, _ctx: &mut Self::Context) -> Self::Result {
+        MessageResult(RouterStats {
+            strategy: self.settings.strategy,
+            queued: self.queue.len(),
+            queue_max: self.settings.queue_max,
+            affinity_entries: self.affinity.len(),
+        })
     }
 }
+
+#[cfg(test)]
+mod tests;

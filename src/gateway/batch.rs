@@ -9,7 +9,6 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use sollol_actors::router::PickNode;
 
 use super::error::{Flavour, GatewayError};
 use super::proxy::read_body;
@@ -78,11 +77,22 @@ async fn run(state: &AppState, body: &[u8]) -> Result<HttpResponse, GatewayError
             ),
         ));
     }
-    // Fail fast, with the router's own answer, when no node has the model.
-    match state.router.send(PickNode::for_model(model.clone())).await {
-        Ok(Ok(_)) => {}
-        Ok(Err(err)) => return Err(embed_error(EmbedError::from(err))),
-        Err(_) => return Err(GatewayError::bad_gateway("the router has stopped")),
+    // Fail fast when no node has the model (without taking a slot anywhere).
+    let having: Vec<_> = state
+        .nodes
+        .iter()
+        .filter(|node| node.has_model_named(&model))
+        .collect();
+    if having.is_empty() {
+        return Err(GatewayError::new(
+            StatusCode::NOT_FOUND,
+            format!("model '{model}' not found"),
+        ));
+    }
+    if !having.iter().any(|node| node.is_available()) {
+        return Err(GatewayError::bad_gateway(format!(
+            "no ollama node that can serve '{model}' is reachable"
+        )));
     }
 
     let chunk_size = state.settings.batch_chunk_size;
@@ -95,7 +105,7 @@ async fn run(state: &AppState, body: &[u8]) -> Result<HttpResponse, GatewayError
     let concurrency = workers
         .as_ref()
         .map_or(4, |_| (state.settings.workers * 4).max(1));
-    let embedder = Embedder::new(state.router.clone(), state.observer.clone().recipient());
+    let embedder = Embedder::new(state.router.clone(), state.observer.clone());
     let timeout = state.settings.job_timeout;
 
     let mut results = futures_util::stream::iter(chunks.into_iter().map(|(first, chunk)| {

@@ -1,33 +1,42 @@
 //! Forwards a request to the node the router picks and relays the answer unchanged.
 //!
-//! Only `model` and `stream` are read from the body (see [`sniff`](super::sniff)); the
-//! bytes go upstream as they came, with `Host` rewritten for the node. A connection that
-//! fails before anything reached the client is retried once on another node. NDJSON and
-//! SSE answers are relayed line by line as they arrive; other answers are passed on whole,
-//! with their length. Each response names its node in `X-Sollol-Node`.
+//! Only a few fields are read from the body (see [`sniff`](super::sniff)); the bytes go
+//! upstream as they came, with `Host` rewritten for the node. Until the first byte of an
+//! answer reaches the client, a refused connection, a timeout before the first byte or a
+//! 5xx moves the request to another node, within an attempt budget and never back to a
+//! node already tried. A 4xx is the client's answer and is passed on as is. NDJSON and
+//! SSE answers are relayed line by line as they arrive; other answers whole, with their
+//! length. Each response names its node in `X-Sollol-Node`, and each routed request
+//! produces exactly one `OLLAMA_NODE_SELECTED` routing event naming the node that
+//! actually answered.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
+use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use sollol_actors::event::Event;
-use sollol_actors::node::{describe_reqwest_error, InFlight, NodeHandle};
-use sollol_actors::observer::Emit;
-use sollol_actors::router::{PickNode, RouteError};
+use sollol_actors::model_name::normalize_model;
+use sollol_actors::node::{
+    describe_reqwest_error, InFlight, NodeHandle, OutcomeKind, RequestKind, RequestOutcome,
+};
+use sollol_actors::observer::{Emit, EmitRouting};
+use sollol_actors::router::{AffinityOutcome, Lease, PickNode, RouteError};
+use sollol_actors::routing_event::{RoutingEvent, RoutingEventType};
 
+use super::controls::{Controls, AFFINITY_HEADER, DEFAULT_PRIORITY, NODE_HEADER};
 use super::error::{Flavour, GatewayError};
+use super::fanout;
 use super::relay::{LineRelay, Outcome};
-use super::sniff::{sniff, RequestInfo};
+use super::sniff::{session_key, sniff, RequestInfo};
 use super::state::AppState;
+use super::upstream::{copy_response_headers, request_to};
 
-/// Header naming the node that served a response.
-pub const NODE_HEADER: &str = "x-sollol-node";
-/// Attempts per request when connections fail before any byte reached the client.
-const CONNECT_ATTEMPTS: usize = 2;
+/// Bytes of body that count as one unit of request weight.
+const WEIGHT_UNIT_BYTES: f64 = 4096.0;
 
 /// How a route treats its model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,79 +90,304 @@ pub async fn forward(
     }
 }
 
+/// The kind of work a path asks for.
+pub fn request_kind(path: &str) -> RequestKind {
+    match path {
+        "/api/chat" | "/v1/chat/completions" => RequestKind::Chat,
+        "/api/generate" | "/v1/completions" => RequestKind::Generate,
+        "/api/embed" | "/api/embeddings" | "/v1/embeddings" => RequestKind::Embed,
+        _ => RequestKind::Other,
+    }
+}
+
+/// The last path segment, as SOLLOL names operations (`chat`, `generate`, `embed`).
+pub fn operation_name(path: &str) -> &'static str {
+    match path.rsplit('/').next().unwrap_or_default() {
+        "chat" => "chat",
+        "generate" => "generate",
+        "embed" => "embed",
+        "embeddings" => "embeddings",
+        "completions" if path.contains("/chat/") => "chat_completions",
+        "completions" => "completions",
+        "show" => "show",
+        "pull" => "pull",
+        "push" => "push",
+        "create" => "create",
+        "copy" => "copy",
+        "delete" => "delete",
+        _ if path.starts_with("/api/blobs/") => "blobs",
+        _ => "models",
+    }
+}
+
+/// Everything about one client request that every attempt shares.
+pub struct Routed<'a> {
+    pub request: &'a HttpRequest,
+    pub state: &'a web::Data<AppState>,
+    pub flavour: Flavour,
+    pub model_label: String,
+    pub operation: &'static str,
+    pub kind: RequestKind,
+    pub weight: f64,
+    pub streaming: bool,
+    pub priority: u8,
+}
+
 async fn forward_inner(
     request: &HttpRequest,
     payload: web::Payload,
     state: &web::Data<AppState>,
     spec: RouteSpec,
 ) -> Result<HttpResponse, GatewayError> {
+    let controls = Controls::from_headers(request.headers())?;
     let body = read_body(request, payload, state.settings.max_body_bytes).await?;
     let info = match spec.model {
         ModelRule::FromPath => RequestInfo {
             model: request.match_info().get("model").map(String::from),
             stream: Some(false),
+            ..RequestInfo::default()
         },
         _ => sniff(&body)?,
     };
     if spec.model == ModelRule::Required && info.model.is_none() {
         return Err(GatewayError::bad_request("model is required"));
     }
-    let streaming = info.stream.unwrap_or(spec.streams_by_default);
-    let operation = operation_name(request.path());
-    let model_label = info.model.clone().unwrap_or_default();
+    let path = request.path();
+    let kind = request_kind(path);
+    let routed = Routed {
+        request,
+        state,
+        flavour: spec.flavour,
+        model_label: info.model.clone().unwrap_or_default(),
+        operation: operation_name(path),
+        kind,
+        weight: 1.0 + body.len() as f64 / WEIGHT_UNIT_BYTES,
+        streaming: info.stream.unwrap_or(spec.streams_by_default),
+        priority: controls
+            .priority
+            .or(info.priority)
+            .unwrap_or(DEFAULT_PRIORITY),
+    };
 
-    let mut pick = PickNode {
+    let is_load_call =
+        matches!(kind, RequestKind::Chat | RequestKind::Generate) && info.empty_input;
+    if is_load_call && info.unloads && controls.node.is_none() && spec.flavour == Flavour::Ollama {
+        return fanout::unload(&routed, body).await;
+    }
+    if path == "/api/pull" && state.settings.pull_to_all && controls.node.is_none() {
+        return fanout::pull_everywhere(&routed, body).await;
+    }
+
+    let pinned = controls
+        .node
+        .clone()
+        .or_else(|| state.blob_node(&info.blob_digests));
+    let (affinity_key, follow_affinity) = match (kind, controls.session.as_deref()) {
+        (RequestKind::Chat | RequestKind::Generate, Some(session)) => {
+            (Some(session_key(session)), true)
+        }
+        (RequestKind::Chat | RequestKind::Generate, None) => (info.conversation, info.continues),
+        _ => (None, false),
+    };
+    let pick = PickNode {
         model: if spec.model == ModelRule::AnyNode {
             None
         } else {
             info.model.clone()
         },
+        kind,
+        weight: routed.weight,
         exclude: Vec::new(),
-        strategy: None,
+        strategy: controls.strategy,
+        priority: routed.priority,
+        affinity_key,
+        follow_affinity,
+        node: pinned,
     };
+    send_with_failover(&routed, pick, BodySource::Bytes(body)).await
+}
+
+/// Where each attempt's request body comes from.
+pub enum BodySource {
+    /// A buffered body, sent again on every attempt (empty: no body).
+    Bytes(Bytes),
+    /// A streamed body, which can be sent once: no retry after the first attempt.
+    Once(Option<reqwest::Body>),
+}
+
+impl BodySource {
+    /// The body for the next attempt; `Err` when it cannot be sent again.
+    fn next(&mut self) -> Result<Option<reqwest::Body>, ()> {
+        match self {
+            Self::Bytes(bytes) if bytes.is_empty() => Ok(None),
+            Self::Bytes(bytes) => Ok(Some(reqwest::Body::from(bytes.clone()))),
+            Self::Once(body) => body.take().map(Some).ok_or(()),
+        }
+    }
+}
+
+/// A failed attempt's answer, kept to give the client if no other node can try.
+struct FailedReply {
+    status: StatusCode,
+    content_type: Option<HeaderValue>,
+    body: Bytes,
+    node: String,
+}
+
+/// Sends the request to nodes until one gives an answer worth relaying.
+pub async fn send_with_failover(
+    routed: &Routed<'_>,
+    mut pick: PickNode,
+    mut body: BodySource,
+) -> Result<HttpResponse, GatewayError> {
+    let state = routed.state;
+    let settings = &state.settings;
     let mut last_failure: Option<String> = None;
-    for _attempt in 0..CONNECT_ATTEMPTS {
-        let node = match state.router.send(pick.clone()).await {
-            Ok(Ok(node)) => node,
-            Ok(Err(err)) => return Err(route_error(err, last_failure)),
+    let mut failed_reply: Option<FailedReply> = None;
+    for attempt in 1..=settings.attempts {
+        let lease = match state.router.send(pick.clone()).await {
+            Ok(Ok(lease)) => lease,
+            Ok(Err(err)) => {
+                if let Some(reply) = failed_reply {
+                    return Ok(failed_reply_response(reply));
+                }
+                return Err(route_error(err, last_failure));
+            }
             Err(_) => return Err(GatewayError::bad_gateway("the router has stopped")),
         };
-        let in_flight = node.begin();
+        let node = lease.node.clone();
+        let Ok(attempt_body) = body.next() else {
+            break;
+        };
+        state.observer.do_send(Emit(Event::ollama_request(
+            node.key(),
+            &routed.model_label,
+            routed.operation,
+            routed.streaming,
+        )));
         let started = Instant::now();
-        let event = Event::ollama_request(node.key(), &model_label, operation, streaming);
-        state.observer.do_send(Emit(event));
+        let upstream = request_to(routed.request, &node, attempt_body);
+        let sent = tokio::time::timeout(settings.ttfb_timeout, upstream.send()).await;
+        let ttfb = started.elapsed();
 
-        let upstream = build_upstream(request, &node, body.clone()).send().await;
-        let response = match upstream {
-            Ok(response) => response,
-            Err(err) => {
+        let (failure, kind_of_end) = match sent {
+            Ok(Ok(response))
+                if response.status().is_server_error() && attempt < settings.attempts =>
+            {
+                let status = response.status();
+                let content_type = response
+                    .headers()
+                    .get(reqwest::header::CONTENT_TYPE)
+                    .and_then(|v| HeaderValue::from_bytes(v.as_bytes()).ok());
+                let body = tokio::time::timeout(settings.idle_timeout, response.bytes())
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+                    .unwrap_or_default();
+                let message = format!("node {}: HTTP {}", node.key(), status.as_u16());
+                failed_reply = Some(FailedReply {
+                    status: StatusCode::from_u16(status.as_u16())
+                        .unwrap_or(StatusCode::BAD_GATEWAY),
+                    content_type,
+                    body,
+                    node: node.key().to_string(),
+                });
+                (message.clone(), OutcomeKind::ServerError(message))
+            }
+            Ok(Ok(response)) => {
+                let completion = Completion::new(routed, lease, started, ttfb, attempt);
+                return Ok(relay_response(
+                    response,
+                    completion,
+                    routed.flavour,
+                    settings.idle_timeout,
+                )
+                .await);
+            }
+            Ok(Err(err)) => {
                 let message = format!("node {}: {}", node.key(), describe_reqwest_error(&err));
-                report_error(state, &node, &model_label, &message, started);
-                if err.is_connect() {
-                    node.record_failure(&message, true);
-                    tracing::warn!(node = %node.key(), error = %message, "connection failed; trying another node");
-                    pick.exclude.push(node.key().to_string());
-                    last_failure = Some(message);
-                    continue;
-                }
-                node.record_failure(&message, false);
-                state.count(Some(node.key()), 502);
-                return Err(GatewayError::bad_gateway(message));
+                let refused = err.is_connect();
+                (message.clone(), OutcomeKind::Transport { message, refused })
+            }
+            Err(_) => {
+                let message = format!(
+                    "node {}: no answer within {}s (setting ttfb_timeout_ms)",
+                    node.key(),
+                    settings.ttfb_timeout.as_secs()
+                );
+                (
+                    message.clone(),
+                    OutcomeKind::Transport {
+                        message,
+                        refused: false,
+                    },
+                )
             }
         };
-        let context = Completion {
-            state: state.clone().into_inner(),
-            node,
-            in_flight,
-            model: model_label,
-            operation,
-            streaming,
-            started,
-        };
-        return Ok(relay_response(response, context, spec.flavour).await);
+        node.record(&outcome(
+            routed,
+            &lease,
+            started.elapsed(),
+            Some(ttfb),
+            kind_of_end,
+        ));
+        state.observer.do_send(Emit(Event::ollama_error(
+            node.key(),
+            &routed.model_label,
+            &failure,
+            started.elapsed(),
+        )));
+        let fallback = RoutingEvent::new(
+            RoutingEventType::FallbackTriggered,
+            &routed.model_label,
+            node.key(),
+            failure.clone(),
+            routed.priority,
+        )
+        .with("from_backend", node.key())
+        .with("attempt", attempt);
+        state.observer.do_send(EmitRouting(fallback));
+        tracing::warn!(node = %node.key(), attempt, error = %failure, "attempt failed; trying another node");
+        pick.exclude.push(node.key().to_string());
+        last_failure = Some(failure);
     }
-    let message = last_failure.unwrap_or_else(|| "no node answered".into());
-    Err(GatewayError::bad_gateway(message))
+    if let Some(reply) = failed_reply {
+        return Ok(failed_reply_response(reply));
+    }
+    Err(GatewayError::bad_gateway(
+        last_failure.unwrap_or_else(|| "no node answered".into()),
+    ))
+}
+
+fn failed_reply_response(reply: FailedReply) -> HttpResponse {
+    let mut response = HttpResponse::build(reply.status);
+    if let Some(content_type) = reply.content_type {
+        response.insert_header((header::CONTENT_TYPE, content_type));
+    }
+    if let Ok(node) = HeaderValue::from_str(&reply.node) {
+        response.insert_header((NODE_HEADER, node));
+    }
+    response.body(reply.body)
+}
+
+fn outcome(
+    routed: &Routed<'_>,
+    lease: &Lease,
+    latency: Duration,
+    ttfb: Option<Duration>,
+    kind_of_end: OutcomeKind,
+) -> RequestOutcome {
+    RequestOutcome {
+        model: Some(routed.model_label.as_str())
+            .filter(|m| !m.is_empty())
+            .map(normalize_model),
+        kind: routed.kind,
+        weight: routed.weight,
+        latency,
+        ttfb,
+        cold: lease.cold,
+        kind_of_end,
+    }
 }
 
 /// Reads the request body, refusing more than `limit` bytes with a 413.
@@ -170,7 +404,7 @@ pub(super) async fn read_body(
     };
     let declared = request
         .headers()
-        .get(actix_web::http::header::CONTENT_LENGTH)
+        .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|length| length > limit) {
@@ -188,150 +422,116 @@ pub(super) async fn read_body(
     Ok(body.freeze())
 }
 
-fn route_error(err: RouteError, last_failure: Option<String>) -> GatewayError {
-    match err {
+pub fn route_error(err: RouteError, last_failure: Option<String>) -> GatewayError {
+    let retry_after = err.retry_after();
+    let mut error = match err {
         RouteError::ModelNotFound(_) => GatewayError::new(StatusCode::NOT_FOUND, err.to_string()),
+        RouteError::UnknownNode(_) => GatewayError::bad_request(err.to_string()),
+        RouteError::QueueFull { .. } => {
+            GatewayError::new(StatusCode::TOO_MANY_REQUESTS, err.to_string())
+        }
+        RouteError::QueueTimeout { .. } => {
+            GatewayError::new(StatusCode::SERVICE_UNAVAILABLE, err.to_string())
+        }
         RouteError::NoneReachable(_) | RouteError::NoNodes => match last_failure {
             Some(failure) => GatewayError::bad_gateway(format!("{err}; last failure: {failure}")),
             None => GatewayError::bad_gateway(err.to_string()),
         },
-    }
-}
-
-/// The last path segment, as SOLLOL names operations (`chat`, `generate`, `embed`).
-fn operation_name(path: &str) -> &'static str {
-    match path.rsplit('/').next().unwrap_or_default() {
-        "chat" => "chat",
-        "generate" => "generate",
-        "embed" => "embed",
-        "embeddings" => "embeddings",
-        "completions" if path.contains("/chat/") => "chat_completions",
-        "completions" => "completions",
-        "show" => "show",
-        "pull" => "pull",
-        "push" => "push",
-        "create" => "create",
-        "copy" => "copy",
-        "delete" => "delete",
-        _ => "models",
-    }
-}
-
-/// Request headers that belong to one connection and are not forwarded.
-fn is_hop_by_hop(name: &HeaderName) -> bool {
-    matches!(
-        name.as_str(),
-        "connection"
-            | "keep-alive"
-            | "proxy-connection"
-            | "proxy-authenticate"
-            | "proxy-authorization"
-            | "te"
-            | "trailer"
-            | "transfer-encoding"
-            | "upgrade"
-    )
-}
-
-fn build_upstream(
-    request: &HttpRequest,
-    node: &NodeHandle,
-    body: Bytes,
-) -> reqwest::RequestBuilder {
-    let path_and_query = request
-        .uri()
-        .path_and_query()
-        .map(|pq| pq.as_str())
-        .unwrap_or("/");
-    let method = reqwest::Method::from_bytes(request.method().as_str().as_bytes())
-        .unwrap_or(reqwest::Method::POST);
-    let mut headers = reqwest::header::HeaderMap::with_capacity(request.headers().len());
-    for (name, value) in request.headers() {
-        // Host is the node's own; Origin would make a loopback Ollama answer 403; the
-        // body is relayed as it comes, so no compressed encodings are asked for.
-        if is_hop_by_hop(name)
-            || matches!(
-                name.as_str(),
-                "host" | "content-length" | "origin" | "accept-encoding"
-            )
-        {
-            continue;
-        }
-        if let (Ok(name), Ok(value)) = (
-            reqwest::header::HeaderName::from_bytes(name.as_str().as_bytes()),
-            reqwest::header::HeaderValue::from_bytes(value.as_bytes()),
-        ) {
-            headers.append(name, value);
-        }
-    }
-    if let Ok(host) = reqwest::header::HeaderValue::from_str(node.host_header()) {
-        headers.insert(reqwest::header::HOST, host);
-    }
-    let builder = node
-        .client()
-        .request(method, node.endpoint(path_and_query))
-        .headers(headers);
-    if body.is_empty() {
-        builder
-    } else {
-        builder.body(body)
-    }
+    };
+    error.retry_after = retry_after;
+    error
 }
 
 /// Everything needed to report a request once its response is done.
-struct Completion {
+pub struct Completion {
     state: Arc<AppState>,
     node: NodeHandle,
     in_flight: InFlight,
-    model: String,
+    outcome: RequestOutcome,
     operation: &'static str,
     streaming: bool,
     started: Instant,
+    affinity: AffinityOutcome,
 }
 
 impl Completion {
-    fn finish(self, status: u16, outcome: Outcome) {
+    fn new(
+        routed: &Routed<'_>,
+        lease: Lease,
+        started: Instant,
+        ttfb: Duration,
+        attempt: usize,
+    ) -> Self {
+        let reason = if attempt > 1 {
+            format!("{}; after {} failed attempt(s)", lease.reason, attempt - 1)
+        } else {
+            lease.reason.clone()
+        };
+        let selected = RoutingEvent::new(
+            RoutingEventType::NodeSelected,
+            &routed.model_label,
+            lease.node.key(),
+            reason,
+            routed.priority,
+        )
+        .with("affinity", lease.affinity.as_str())
+        .with("cold", lease.cold);
+        routed.state.observer.do_send(EmitRouting(selected));
+        Self {
+            state: routed.state.clone().into_inner(),
+            node: lease.node.clone(),
+            outcome: outcome(
+                routed,
+                &lease,
+                Duration::ZERO,
+                Some(ttfb),
+                OutcomeKind::Success,
+            ),
+            affinity: lease.affinity,
+            in_flight: lease.in_flight,
+            operation: routed.operation,
+            streaming: routed.streaming,
+            started,
+        }
+    }
+
+    fn finish(mut self, status: u16, end: Outcome) {
         let latency = self.started.elapsed();
         let key = self.node.key();
-        let event = match &outcome {
-            Outcome::Completed if status < 400 => Event::ollama_response(
-                key,
-                &self.model,
-                self.operation,
-                latency,
-                status,
-                self.streaming,
-            ),
+        let model = self.outcome.model.clone().unwrap_or_default();
+        let event = match &end {
+            Outcome::Completed if status < 400 => {
+                Event::ollama_response(key, &model, self.operation, latency, status, self.streaming)
+            }
             Outcome::Completed => {
-                Event::ollama_error(key, &self.model, &format!("HTTP {status}"), latency)
+                Event::ollama_error(key, &model, &format!("HTTP {status}"), latency)
             }
-            Outcome::UpstreamFailed(message) => {
-                Event::ollama_error(key, &self.model, message, latency)
-            }
+            Outcome::UpstreamFailed(message) => Event::ollama_error(key, &model, message, latency),
             Outcome::ClientGone => {
-                Event::ollama_error(key, &self.model, "client closed the connection", latency)
+                Event::ollama_error(key, &model, "client closed the connection", latency)
             }
         };
-        match &outcome {
-            Outcome::UpstreamFailed(message) => self.node.record_failure(message, false),
-            _ if status >= 500 => self.node.record_failure(&format!("HTTP {status}"), false),
-            _ => self.node.record_success(latency),
-        }
+        self.outcome.latency = latency;
+        self.outcome.kind_of_end = match end {
+            Outcome::UpstreamFailed(message) => OutcomeKind::ServerError(message),
+            _ if status >= 500 => OutcomeKind::ServerError(format!("HTTP {status}")),
+            _ if status >= 400 => OutcomeKind::ClientError,
+            // A client that leaves early says nothing about the node.
+            Outcome::ClientGone => OutcomeKind::ClientError,
+            Outcome::Completed => OutcomeKind::Success,
+        };
+        self.node.record(&self.outcome);
         self.state.observer.do_send(Emit(event));
         self.state.count(Some(key), status);
         drop(self.in_flight);
     }
 }
 
-fn report_error(state: &AppState, node: &NodeHandle, model: &str, message: &str, started: Instant) {
-    let event = Event::ollama_error(node.key(), model, message, started.elapsed());
-    state.observer.do_send(Emit(event));
-}
-
 async fn relay_response(
     response: reqwest::Response,
     completion: Completion,
     flavour: Flavour,
+    idle: Duration,
 ) -> HttpResponse {
     let status =
         StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
@@ -339,6 +539,9 @@ async fn relay_response(
     copy_response_headers(response.headers(), &mut builder);
     if let Ok(value) = HeaderValue::from_str(completion.node.key()) {
         builder.insert_header((NODE_HEADER, value));
+    }
+    if completion.affinity != AffinityOutcome::None {
+        builder.insert_header((AFFINITY_HEADER, completion.affinity.as_str()));
     }
     let content_type = response
         .headers()
@@ -349,18 +552,28 @@ async fn relay_response(
         || content_type.starts_with("text/event-stream");
 
     if is_stream {
+        builder.insert_header(("x-accel-buffering", "no"));
+        if !response
+            .headers()
+            .contains_key(reqwest::header::CACHE_CONTROL)
+        {
+            builder.insert_header((header::CACHE_CONTROL, "no-cache"));
+        }
         let code = status.as_u16();
-        let relay = LineRelay::new(Box::pin(response.bytes_stream()), flavour, move |outcome| {
-            completion.finish(code, outcome)
-        });
+        let relay = LineRelay::new(
+            Box::pin(response.bytes_stream()),
+            flavour,
+            idle,
+            move |end| completion.finish(code, end),
+        );
         return builder.streaming(relay);
     }
-    match response.bytes().await {
-        Ok(body) => {
+    match tokio::time::timeout(idle, response.bytes()).await {
+        Ok(Ok(body)) => {
             completion.finish(status.as_u16(), Outcome::Completed);
             builder.body(body)
         }
-        Err(err) => {
+        Ok(Err(err)) => {
             let message = format!(
                 "node {}: {}",
                 completion.node.key(),
@@ -369,31 +582,14 @@ async fn relay_response(
             completion.finish(502, Outcome::UpstreamFailed(message.clone()));
             GatewayError::bad_gateway(message).into_response(flavour)
         }
-    }
-}
-
-fn copy_response_headers(
-    upstream: &reqwest::header::HeaderMap,
-    builder: &mut actix_web::HttpResponseBuilder,
-) {
-    let mut copied = HeaderMap::new();
-    for (name, value) in upstream {
-        if matches!(name.as_str(), "content-length" | "date" | "server")
-            || matches!(
-                name.as_str(),
-                "connection" | "keep-alive" | "transfer-encoding" | "te" | "trailer" | "upgrade"
-            )
-        {
-            continue;
+        Err(_) => {
+            let message = format!(
+                "node {}: the answer stalled for {}s (setting idle_timeout_ms)",
+                completion.node.key(),
+                idle.as_secs()
+            );
+            completion.finish(502, Outcome::UpstreamFailed(message.clone()));
+            GatewayError::bad_gateway(message).into_response(flavour)
         }
-        if let (Ok(name), Ok(value)) = (
-            HeaderName::from_bytes(name.as_str().as_bytes()),
-            HeaderValue::from_bytes(value.as_bytes()),
-        ) {
-            copied.append(name, value);
-        }
-    }
-    for (name, value) in copied {
-        builder.append_header((name, value));
     }
 }

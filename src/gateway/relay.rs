@@ -6,11 +6,14 @@
 //! relay is dropped, which drops the upstream response and so cancels the request on the
 //! node. Either way the [`Outcome`] is reported exactly once.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::Stream;
+use tokio::time::{Instant, Sleep};
 
 use super::error::{stream_error_line, Flavour};
 
@@ -30,17 +33,30 @@ pub struct LineRelay<F: FnOnce(Outcome)> {
     flavour: Flavour,
     finished: bool,
     on_finish: Option<F>,
+    /// Longest silence allowed between two chunks from the node.
+    idle: Duration,
+    /// Started on the first poll (creating it needs the runtime).
+    idle_timer: Option<Pin<Box<Sleep>>>,
 }
 
 impl<F: FnOnce(Outcome)> LineRelay<F> {
-    pub fn new(upstream: Upstream, flavour: Flavour, on_finish: F) -> Self {
+    pub fn new(upstream: Upstream, flavour: Flavour, idle: Duration, on_finish: F) -> Self {
         Self {
             upstream,
             partial: BytesMut::new(),
             flavour,
             finished: false,
             on_finish: Some(on_finish),
+            idle,
+            idle_timer: None,
         }
+    }
+
+    fn fail(&mut self, message: String) -> Poll<Option<Result<Bytes, actix_web::Error>>> {
+        self.partial.clear();
+        let line = stream_error_line(self.flavour, &message);
+        self.finish(Outcome::UpstreamFailed(message));
+        Poll::Ready(Some(Ok(Bytes::from(line))))
     }
 
     fn finish(&mut self, outcome: Outcome) {
@@ -71,8 +87,24 @@ impl<F: FnOnce(Outcome) + Unpin> Stream for LineRelay<F> {
                 return Poll::Ready(None);
             }
             match this.upstream.as_mut().poll_next(cx) {
-                Poll::Pending => return Poll::Pending,
+                Poll::Pending => {
+                    let idle = this.idle;
+                    let timer = this
+                        .idle_timer
+                        .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+                    if timer.as_mut().poll(cx).is_ready() {
+                        let message = format!(
+                            "the ollama node sent nothing for {}s (setting idle_timeout_ms)",
+                            this.idle.as_secs()
+                        );
+                        return this.fail(message);
+                    }
+                    return Poll::Pending;
+                }
                 Poll::Ready(Some(Ok(chunk))) => {
+                    if let Some(timer) = this.idle_timer.as_mut() {
+                        timer.as_mut().reset(Instant::now() + this.idle);
+                    }
                     if let Some(lines) = this.complete_lines(chunk) {
                         return Poll::Ready(Some(Ok(lines)));
                     }
@@ -90,10 +122,7 @@ impl<F: FnOnce(Outcome) + Unpin> Stream for LineRelay<F> {
                         "the ollama node failed mid-stream: {}",
                         sollol_actors::node::describe_reqwest_error(&err)
                     );
-                    this.partial.clear();
-                    let line = stream_error_line(this.flavour, &message);
-                    this.finish(Outcome::UpstreamFailed(message));
-                    return Poll::Ready(Some(Ok(Bytes::from(line))));
+                    return this.fail(message);
                 }
             }
         }
@@ -117,10 +146,32 @@ mod tests {
 
     use super::*;
 
+    const IDLE: Duration = Duration::from_secs(60);
+
     fn upstream(chunks: Vec<&'static [u8]>) -> Upstream {
         Box::pin(futures_util::stream::iter(
             chunks.into_iter().map(|c| Ok(Bytes::from_static(c))),
         ))
+    }
+
+    #[test]
+    fn a_silent_node_ends_the_stream_with_an_error_line() {
+        let seen = Rc::new(RefCell::new(None));
+        let record = seen.clone();
+        let silent: Upstream = Box::pin(
+            futures_util::stream::iter(vec![Ok(Bytes::from_static(b"{\"a\":1}\n"))])
+                .chain(futures_util::stream::pending()),
+        );
+        let relay = LineRelay::new(
+            silent,
+            Flavour::Ollama,
+            Duration::from_millis(50),
+            move |o| *record.borrow_mut() = Some(o),
+        );
+        let out = collect(relay);
+        assert_eq!(out.len(), 2);
+        assert!(String::from_utf8_lossy(&out[1]).contains("idle_timeout_ms"));
+        assert!(matches!(&*seen.borrow(), Some(Outcome::UpstreamFailed(_))));
     }
 
     fn collect(relay: LineRelay<impl FnOnce(Outcome) + Unpin>) -> Vec<Bytes> {
@@ -134,6 +185,7 @@ mod tests {
         let relay = LineRelay::new(
             upstream(vec![b"{\"a\":1}\n", b"{\"b\":", b"2}\n{\"c\"", b":3}\n"]),
             Flavour::Ollama,
+            IDLE,
             move |outcome| *record.borrow_mut() = Some(outcome),
         );
         let out = collect(relay);
@@ -150,7 +202,12 @@ mod tests {
 
     #[test]
     fn a_body_without_final_newline_is_kept_whole() {
-        let relay = LineRelay::new(upstream(vec![b"{\"x\":", b"1}"]), Flavour::Ollama, |_| {});
+        let relay = LineRelay::new(
+            upstream(vec![b"{\"x\":", b"1}"]),
+            Flavour::Ollama,
+            IDLE,
+            |_| {},
+        );
         assert_eq!(collect(relay), vec![Bytes::from_static(b"{\"x\":1}")]);
     }
 
@@ -158,7 +215,7 @@ mod tests {
     fn dropping_early_reports_the_client_gone() {
         let seen = Rc::new(RefCell::new(None));
         let record = seen.clone();
-        let relay = LineRelay::new(upstream(vec![b"a\n"]), Flavour::Ollama, move |o| {
+        let relay = LineRelay::new(upstream(vec![b"a\n"]), Flavour::Ollama, IDLE, move |o| {
             *record.borrow_mut() = Some(o)
         });
         drop(relay);

@@ -9,6 +9,7 @@ use actix_web::{web, HttpRequest, HttpResponse, Route};
 
 use super::aggregate;
 use super::batch;
+use super::blobs;
 use super::own;
 use super::proxy::{forward, ModelRule, RouteSpec};
 use super::state::AppState;
@@ -59,6 +60,12 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .service(routed("/api/push", web::post(), INFERENCE, "POST"))
         .service(routed("/api/copy", web::post(), SINGLE_REPLY, "POST"))
         .service(routed("/api/delete", web::delete(), SINGLE_REPLY, "DELETE"))
+        .service(
+            web::resource("/api/blobs/{digest}")
+                .route(web::head().to(blobs::blob))
+                .route(web::post().to(blobs::blob))
+                .default_service(not_allowed("HEAD, POST")),
+        )
         .service(routed("/v1/chat/completions", web::post(), OPENAI, "POST"))
         .service(routed("/v1/completions", web::post(), OPENAI, "POST"))
         .service(routed("/v1/embeddings", web::post(), OPENAI, "POST"))

@@ -1,14 +1,21 @@
 //! Reads what routing needs from a request body without decoding the rest.
 //!
 //! The body is forwarded byte for byte; this only borrows the few fields the gateway acts
-//! on. Parsing still walks the whole document, so malformed JSON is caught here and
+//! on (model, stream, keep-alive, priority, and the start of the conversation for
+//! affinity). Parsing still walks the whole document, so malformed JSON is caught here and
 //! answered with a 400, as Ollama would.
 
 use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
 
 use serde::Deserialize;
+use serde_json::value::RawValue;
 
 use super::error::GatewayError;
+
+/// Bytes of a generate prompt that identify its conversation.
+const PROMPT_PREFIX: usize = 512;
 
 #[derive(Debug, Default, Deserialize)]
 struct Fields<'a> {
@@ -20,6 +27,30 @@ struct Fields<'a> {
     source: Option<Cow<'a, str>>,
     #[serde(default)]
     stream: Option<bool>,
+    #[serde(borrow, default)]
+    prompt: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    system: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    messages: Option<Vec<Message<'a>>>,
+    #[serde(borrow, default)]
+    keep_alive: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    priority: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    files: Option<BTreeMap<Cow<'a, str>, Cow<'a, str>>>,
+    /// Generate's conversation state from an earlier answer (deprecated, still sent).
+    #[serde(borrow, default)]
+    context: Option<&'a RawValue>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Message<'a> {
+    #[serde(borrow, default)]
+    role: Option<Cow<'a, str>>,
+    /// A string natively, an array of parts on `/v1`: hashed as raw bytes.
+    #[serde(borrow, default)]
+    content: Option<&'a RawValue>,
 }
 
 /// The routing-relevant part of a request.
@@ -28,6 +59,19 @@ pub struct RequestInfo {
     /// `model`, else `name` (older clients and ollama-js), else `source` (copy).
     pub model: Option<String>,
     pub stream: Option<bool>,
+    /// `keep_alive` is zero: the request unloads the model.
+    pub unloads: bool,
+    /// No prompt (generate) or no messages (chat): a load or unload call.
+    pub empty_input: bool,
+    /// The body's `priority`, clamped to 1..=10.
+    pub priority: Option<u8>,
+    /// Hash of the start of the conversation (system prompt and first user message).
+    pub conversation: Option<u64>,
+    /// The request continues a conversation (earlier turns are in it), so the node that
+    /// served the earlier turns has its prompt cached.
+    pub continues: bool,
+    /// Blob digests a create request uses.
+    pub blob_digests: Vec<String>,
 }
 
 pub fn sniff(body: &[u8]) -> Result<RequestInfo, GatewayError> {
@@ -42,6 +86,20 @@ pub fn sniff(body: &[u8]) -> Result<RequestInfo, GatewayError> {
         };
         GatewayError::bad_request(message)
     })?;
+    let conversation = conversation_key(&fields);
+    let continues = match &fields.messages {
+        Some(messages) => messages
+            .iter()
+            .any(|m| m.role.as_deref() == Some("assistant")),
+        None => fields
+            .context
+            .is_some_and(|c| c.get() != "null" && c.get() != "[]"),
+    };
+    let empty_input = match (&fields.prompt, &fields.messages) {
+        (_, Some(messages)) => messages.is_empty(),
+        (Some(prompt), None) => prompt.is_empty(),
+        (None, None) => true,
+    };
     let model = fields
         .model
         .or(fields.name)
@@ -51,7 +109,66 @@ pub fn sniff(body: &[u8]) -> Result<RequestInfo, GatewayError> {
     Ok(RequestInfo {
         model,
         stream: fields.stream,
+        unloads: fields.keep_alive.is_some_and(is_zero_duration),
+        empty_input,
+        priority: fields
+            .priority
+            .and_then(|raw| raw.get().parse::<f64>().ok())
+            .map(|p| p.clamp(1.0, 10.0) as u8),
+        conversation,
+        continues,
+        blob_digests: fields
+            .files
+            .map(|files| files.into_values().map(Cow::into_owned).collect())
+            .unwrap_or_default(),
     })
+}
+
+/// `0`, `0.0`, `"0"`, `"0s"`, `"0m"`: Ollama's ways of saying "unload now".
+fn is_zero_duration(raw: &RawValue) -> bool {
+    let text = raw.get().trim().trim_matches('"');
+    let digits = text.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    !digits.is_empty() && digits.parse::<f64>().is_ok_and(|v| v == 0.0)
+}
+
+fn conversation_key(fields: &Fields<'_>) -> Option<u64> {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    if let Some(system) = &fields.system {
+        system.hash(&mut hasher);
+    }
+    if let Some(messages) = &fields.messages {
+        let first_user = messages
+            .iter()
+            .position(|m| m.role.as_deref() == Some("user"))?;
+        for message in &messages[..=first_user] {
+            message
+                .role
+                .as_deref()
+                .unwrap_or_default()
+                .hash(&mut hasher);
+            message
+                .content
+                .map(RawValue::get)
+                .unwrap_or_default()
+                .hash(&mut hasher);
+        }
+        return Some(hasher.finish());
+    }
+    let prompt = fields.prompt.as_deref().filter(|p| !p.is_empty())?;
+    let end = (0..=PROMPT_PREFIX.min(prompt.len()))
+        .rev()
+        .find(|&i| prompt.is_char_boundary(i))
+        .unwrap_or(0);
+    prompt[..end].hash(&mut hasher);
+    Some(hasher.finish())
+}
+
+/// The affinity key of an explicit session id (`X-Sollol-Session`).
+pub fn session_key(session: &str) -> u64 {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    "session".hash(&mut hasher);
+    session.hash(&mut hasher);
+    hasher.finish()
 }
 
 #[cfg(test)]
@@ -64,6 +181,7 @@ mod tests {
             .expect("valid");
         assert_eq!(info.model.as_deref(), Some("llama3.2"));
         assert_eq!(info.stream, Some(false));
+        assert!(!info.empty_input);
         let info = sniff(br#"{"name":"llama3.2"}"#).expect("valid");
         assert_eq!(info.model.as_deref(), Some("llama3.2"));
         let info = sniff(br#"{"source":"a","destination":"b"}"#).expect("valid");
@@ -83,5 +201,49 @@ mod tests {
             err.message
         );
         assert_eq!(sniff(br#"{"model":""}"#).expect("valid").model, None);
+    }
+
+    #[test]
+    fn the_conversation_key_is_stable_across_turns() {
+        let first = sniff(br#"{"model":"m","messages":[{"role":"system","content":"be brief"},{"role":"user","content":"hi"}]}"#)
+            .expect("valid");
+        let later = sniff(
+            br#"{"model":"m","messages":[{"role":"system","content":"be brief"},{"role":"user","content":"hi"},{"role":"assistant","content":"hello"},{"role":"user","content":"more"}]}"#,
+        )
+        .expect("valid");
+        let other = sniff(br#"{"model":"m","messages":[{"role":"system","content":"be brief"},{"role":"user","content":"bye"}]}"#)
+            .expect("valid");
+        assert!(first.conversation.is_some());
+        assert_eq!(first.conversation, later.conversation);
+        assert!(!first.continues && later.continues);
+        assert_ne!(first.conversation, other.conversation);
+    }
+
+    #[test]
+    fn unload_priority_and_blob_fields() {
+        for keep_alive in ["0", "0.0", "\"0\"", "\"0s\"", "\"0m\""] {
+            let body = format!(r#"{{"model":"m","prompt":"","keep_alive":{keep_alive}}}"#);
+            let info = sniff(body.as_bytes()).expect("valid");
+            assert!(info.unloads && info.empty_input, "{keep_alive}");
+        }
+        assert!(
+            !sniff(br#"{"model":"m","keep_alive":"5m"}"#)
+                .expect("valid")
+                .unloads
+        );
+        assert_eq!(
+            sniff(br#"{"model":"m","priority":42}"#)
+                .expect("valid")
+                .priority,
+            Some(10)
+        );
+        assert_eq!(
+            sniff(br#"{"model":"m","priority":"high"}"#)
+                .expect("valid")
+                .priority,
+            None
+        );
+        let info = sniff(br#"{"model":"m","files":{"a.gguf":"sha256:abc"}}"#).expect("valid");
+        assert_eq!(info.blob_digests, vec!["sha256:abc".to_string()]);
     }
 }

@@ -1,6 +1,6 @@
 //! What every gateway handler shares.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -24,7 +24,12 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     pub started: Instant,
     pub counts: Mutex<RequestCounts>,
+    /// Which node holds each blob uploaded through the gateway (digest to `host:port`).
+    blobs: Mutex<HashMap<String, String>>,
 }
+
+/// Blobs remembered at most; past this the oldest half is forgotten.
+const MAX_BLOBS: usize = 10_000;
 
 impl AppState {
     pub fn new(
@@ -42,7 +47,27 @@ impl AppState {
             settings,
             started: Instant::now(),
             counts: Mutex::new(RequestCounts::default()),
+            blobs: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The node holding the first of `digests` that the gateway has seen.
+    pub fn blob_node(&self, digests: &[String]) -> Option<String> {
+        let blobs = self.blobs.lock().unwrap_or_else(|p| p.into_inner());
+        digests
+            .iter()
+            .find_map(|digest| blobs.get(&normalize_digest(digest)).cloned())
+    }
+
+    pub fn remember_blob(&self, digest: &str, node: &str) {
+        let mut blobs = self.blobs.lock().unwrap_or_else(|p| p.into_inner());
+        if blobs.len() >= MAX_BLOBS {
+            let forget: Vec<String> = blobs.keys().take(MAX_BLOBS / 2).cloned().collect();
+            for key in forget {
+                blobs.remove(&key);
+            }
+        }
+        blobs.insert(normalize_digest(digest), node.to_string());
     }
 
     /// Counts one finished request; `node` is `None` when no node was reached.
@@ -63,4 +88,11 @@ pub struct RequestCounts {
     pub total: u64,
     pub by_node: BTreeMap<String, u64>,
     pub by_status: BTreeMap<String, u64>,
+}
+
+/// `sha256:abc` and `sha256-abc` name the same blob.
+fn normalize_digest(digest: &str) -> String {
+    digest
+        .replacen("sha256-", "sha256:", 1)
+        .to_ascii_lowercase()
 }

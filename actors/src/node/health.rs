@@ -31,14 +31,45 @@ impl Default for NodeSettings {
 #[rtype(result = "NodeStatus")]
 pub struct CheckNow;
 
+/// Longest wait between checks of a node that does not answer.
+const MAX_DOWN_INTERVAL: Duration = Duration::from_secs(30);
+
 pub struct NodeActor {
     node: NodeHandle,
     settings: NodeSettings,
+    /// Checks failed in a row; each one doubles the wait before the next.
+    failed_checks: u32,
 }
 
 impl NodeActor {
     pub fn new(node: NodeHandle, settings: NodeSettings) -> Self {
-        Self { node, settings }
+        Self {
+            node,
+            settings,
+            failed_checks: 0,
+        }
+    }
+
+    /// The wait before the next check: the interval while the node answers, growing up to
+    /// [`MAX_DOWN_INTERVAL`] while it does not.
+    fn next_delay(&self) -> Duration {
+        if self.failed_checks == 0 {
+            return self.settings.health_interval;
+        }
+        let factor = 2u32.saturating_pow(self.failed_checks.min(8));
+        (self.settings.health_interval * factor)
+            .min(MAX_DOWN_INTERVAL)
+            .max(self.settings.health_interval)
+    }
+
+    fn schedule(&self, ctx: &mut Context<Self>) {
+        ctx.run_later(self.next_delay(), |act, ctx| {
+            let check = run_check(act.node.clone(), act.settings.health_timeout);
+            ctx.spawn(check.into_actor(act).map(|passed, act, ctx| {
+                act.failed_checks = if passed { 0 } else { act.failed_checks + 1 };
+                act.schedule(ctx);
+            }));
+        });
     }
 
     pub fn node(&self) -> &NodeHandle {
@@ -50,10 +81,7 @@ impl Actor for NodeActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.run_interval(self.settings.health_interval, |act, ctx| {
-            let check = run_check(act.node.clone(), act.settings.health_timeout);
-            ctx.spawn(check.into_actor(act));
-        });
+        self.schedule(ctx);
     }
 }
 
@@ -101,7 +129,8 @@ struct Version {
 }
 
 /// Reads inventory (required), residency and version (best effort) and records them.
-async fn run_check(node: NodeHandle, timeout: Duration) {
+/// Returns whether the node answered.
+async fn run_check(node: NodeHandle, timeout: Duration) -> bool {
     let tags = get_json::<ModelList>(&node, "/api/tags", timeout);
     let ps = get_json::<ModelList>(&node, "/api/ps", timeout);
     let version = get_json::<Version>(&node, "/api/version", timeout);
@@ -110,10 +139,12 @@ async fn run_check(node: NodeHandle, timeout: Duration) {
         Ok(tags) => {
             let loaded = ps.map(ModelList::names).unwrap_or_default();
             node.record_check(version.ok().map(|v| v.version), tags.names(), loaded);
+            true
         }
         Err(err) => {
             tracing::debug!(node = %node.key(), error = %err, "health check failed");
             node.record_check_failure(&err);
+            false
         }
     }
 }

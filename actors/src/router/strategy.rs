@@ -1,0 +1,282 @@
+//! How the router chooses among candidate nodes.
+//!
+//! Every strategy sees only nodes that are healthy, have the model, are admitted by their
+//! breaker and have a free slot. Ties never fall to list order: they go to the node
+//! chosen least recently.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::str::FromStr;
+
+use serde::Serialize;
+
+use crate::node::{NodeHandle, RequestKind};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Strategy {
+    /// Each candidate in turn.
+    RoundRobin,
+    /// The lowest share of its capacity in use.
+    LeastLoaded,
+    /// The lowest measured latency for the model; unmeasured nodes are tried first.
+    LatencyFirst,
+    /// The fewest requests served so far.
+    Fairness,
+    /// The soonest expected finish, from what each node has measured (see [`score`]).
+    Intelligent,
+}
+
+impl Strategy {
+    pub const ALL: [Strategy; 5] = [
+        Strategy::RoundRobin,
+        Strategy::LeastLoaded,
+        Strategy::LatencyFirst,
+        Strategy::Fairness,
+        Strategy::Intelligent,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::RoundRobin => "round_robin",
+            Self::LeastLoaded => "least_loaded",
+            Self::LatencyFirst => "latency_first",
+            Self::Fairness => "fairness",
+            Self::Intelligent => "intelligent",
+        }
+    }
+}
+
+impl fmt::Display for Strategy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+#[error("unknown strategy `{0}`; expected one of: round_robin, least_loaded, latency_first, fairness, intelligent")]
+pub struct UnknownStrategy(pub String);
+
+impl FromStr for Strategy {
+    type Err = UnknownStrategy;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let wanted = text.trim().to_ascii_lowercase();
+        Self::ALL
+            .into_iter()
+            .find(|strategy| strategy.as_str() == wanted)
+            .ok_or_else(|| UnknownStrategy(text.to_string()))
+    }
+}
+
+/// What the strategies need to know about the request.
+pub struct Job<'a> {
+    pub model: Option<&'a str>,
+    pub kind: RequestKind,
+    pub weight: f64,
+}
+
+/// State the strategies keep between choices.
+#[derive(Default)]
+pub struct Memory {
+    turn: usize,
+    /// When each node was last chosen (a running counter), for tie-breaking.
+    last_chosen: HashMap<String, u64>,
+    choices: u64,
+    /// Load time assumed for a cold model on a node that never loaded it (ms).
+    pub default_load_ms: f64,
+}
+
+impl Memory {
+    pub fn new(default_load_ms: f64) -> Self {
+        Self {
+            default_load_ms,
+            ..Self::default()
+        }
+    }
+
+    fn recency(&self, node: &NodeHandle) -> u64 {
+        self.last_chosen.get(node.key()).copied().unwrap_or(0)
+    }
+
+    fn chosen(&mut self, node: &NodeHandle) {
+        self.choices += 1;
+        self.last_chosen
+            .insert(node.key().to_string(), self.choices);
+    }
+}
+
+/// Picks one of `candidates` (never empty); returns its index and the reason.
+pub fn choose(
+    strategy: Strategy,
+    candidates: &[NodeHandle],
+    job: &Job<'_>,
+    memory: &mut Memory,
+) -> (usize, String) {
+    let index = match strategy {
+        Strategy::RoundRobin => {
+            let index = memory.turn % candidates.len();
+            memory.turn = memory.turn.wrapping_add(1);
+            index
+        }
+        Strategy::LeastLoaded => lowest(candidates, memory, |node| {
+            node.in_flight() as f64 / node.capacity() as f64
+        }),
+        Strategy::Fairness => lowest(candidates, memory, |node| node.requests() as f64),
+        Strategy::LatencyFirst => {
+            let latencies: Vec<f64> = candidates
+                .iter()
+                .map(|node| measured_latency(node, job).unwrap_or(f64::NEG_INFINITY))
+                .collect();
+            lowest_by_values(candidates, memory, &latencies)
+        }
+        Strategy::Intelligent => {
+            let scores = scores(candidates, job, memory.default_load_ms);
+            let index = lowest_by_values(candidates, memory, &scores);
+            memory.chosen(&candidates[index]);
+            return (
+                index,
+                intelligent_reason(&candidates[index], &scores, index, job),
+            );
+        }
+    };
+    memory.chosen(&candidates[index]);
+    (index, format!("Strategy: {}", strategy.as_str()))
+}
+
+fn measured_latency(node: &NodeHandle, job: &Job<'_>) -> Option<f64> {
+    match job.model {
+        Some(model) => node
+            .model_stats(model, job.kind)
+            .and_then(|s| s.unit_latency_ms)
+            .map(|ms| ms * job.weight),
+        None => node.latency_ms(),
+    }
+}
+
+fn lowest(candidates: &[NodeHandle], memory: &Memory, value: impl Fn(&NodeHandle) -> f64) -> usize {
+    let values: Vec<f64> = candidates.iter().map(value).collect();
+    lowest_by_values(candidates, memory, &values)
+}
+
+/// The index of the lowest value; values within 1 % of each other tie, and ties go to the
+/// fewest requests in flight, then to the node chosen least recently.
+fn lowest_by_values(candidates: &[NodeHandle], memory: &Memory, values: &[f64]) -> usize {
+    let best = values.iter().copied().fold(f64::INFINITY, f64::min);
+    let tolerance = if best.is_finite() {
+        best.abs() * 0.01
+    } else {
+        0.0
+    };
+    (0..candidates.len())
+        .filter(|&i| values[i] <= best + tolerance || (values[i] == best))
+        .min_by_key(|&i| (candidates[i].in_flight(), memory.recency(&candidates[i])))
+        .unwrap_or(0)
+}
+
+/// The `intelligent` score of each candidate: the expected time, in milliseconds, until
+/// the request would finish there, divided by the square of the node's recent success
+/// rate for the model. Lower is better.
+///
+/// For a node `n`, model `m`, request kind `k` and request weight `w` (1 for a small
+/// request, growing with the prompt or input size):
+///
+/// - `service = unit_latency(n, m, k) × w`, where `unit_latency` is the smoothed latency
+///   per weight unit that `n` has measured for `m` and `k`. A node with no measurement
+///   is given 80 % of the best measured figure among the candidates, so it is explored
+///   once and then judged on what it shows; with no measurement anywhere it is 0 and the
+///   choice falls to load and recency.
+/// - `wait = service × in_flight(n) / capacity(n)`: requests already running share the
+///   node's slots.
+/// - `cold = 0` if `m` is resident on `n` (from `/api/ps` and from recent successes);
+///   otherwise the load time `n` has learned for `m`, or the cluster's default. A node
+///   that is loading `m` right now counts half of that, and is busy besides.
+/// - `score = (service + wait + cold) / max(success(n, m), 0.05)²`, where `success` is
+///   the smoothed share of recent requests that did not fail with a 5xx or a transport
+///   error; a node that fails fast therefore looks slow, not idle.
+pub fn scores(candidates: &[NodeHandle], job: &Job<'_>, default_load_ms: f64) -> Vec<f64> {
+    let stats: Vec<_> = candidates
+        .iter()
+        .map(|node| {
+            job.model
+                .and_then(|model| node.model_stats(model, job.kind))
+        })
+        .collect();
+    let best_known = stats
+        .iter()
+        .filter_map(|s| s.as_ref().and_then(|s| s.unit_latency_ms))
+        .fold(f64::INFINITY, f64::min);
+    let explore_unit = if best_known.is_finite() {
+        best_known * 0.8
+    } else {
+        0.0
+    };
+    let learned_loads: Vec<f64> = stats
+        .iter()
+        .filter_map(|s| s.as_ref().and_then(|s| s.load_ms))
+        .collect();
+    let cluster_load = if learned_loads.is_empty() {
+        default_load_ms
+    } else {
+        learned_loads.iter().sum::<f64>() / learned_loads.len() as f64
+    };
+
+    candidates
+        .iter()
+        .zip(&stats)
+        .map(|(node, stats)| {
+            let unit = stats
+                .as_ref()
+                .and_then(|s| s.unit_latency_ms)
+                .unwrap_or(explore_unit);
+            let service = unit * job.weight.max(1.0);
+            let wait = service * node.in_flight() as f64 / node.capacity() as f64;
+            let cold = match job.model {
+                Some(model) if node.is_resident(model) => 0.0,
+                Some(model) => {
+                    let load = stats
+                        .as_ref()
+                        .and_then(|s| s.load_ms)
+                        .unwrap_or(cluster_load);
+                    if node.is_loading(model) {
+                        load / 2.0
+                    } else {
+                        load
+                    }
+                }
+                None => 0.0,
+            };
+            let success = stats.as_ref().map_or(1.0, |s| s.success_rate()).max(0.05);
+            (service + wait + cold) / (success * success)
+        })
+        .collect()
+}
+
+fn intelligent_reason(node: &NodeHandle, scores: &[f64], index: usize, job: &Job<'_>) -> String {
+    let mut parts = vec![format!(
+        "Strategy: intelligent; expected {:.0}ms on {}",
+        scores[index],
+        node.key()
+    )];
+    if let Some(model) = job.model {
+        match node.model_stats(model, job.kind) {
+            Some(stats) => parts.push(format!(
+                "measured {:.0}ms per unit, success {:.0}%",
+                stats.unit_latency_ms.unwrap_or(0.0),
+                stats.success_rate() * 100.0
+            )),
+            None => parts.push("no history yet (exploring)".into()),
+        }
+        parts.push(if node.is_resident(model) {
+            "model resident".into()
+        } else {
+            "cold load".into()
+        });
+    }
+    if scores.len() > 1 {
+        let mut sorted = scores.to_vec();
+        sorted.sort_by(f64::total_cmp);
+        parts.push(format!("next best {:.0}ms", sorted[1]));
+    }
+    parts.join("; ")
+}
