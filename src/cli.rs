@@ -106,4 +106,8 @@ pub struct SimNodeArgs {
     /// Cut the connection after this many streamed chunks (simulates a node dying)
     #[arg(long)]
     pub drop_after: Option<usize>,
+    /// Fail every inference request with this HTTP status (change it at run time with
+    /// `POST /sim/control {"fail_status": 500}` or `null`)
+    #[arg(long)]
+    pub fail_status: Option<u16>,
 }

@@ -57,6 +57,7 @@ fn sim_node(args: SimNodeArgs) -> Result<(), String> {
         token_delay: Duration::from_millis(args.token_ms),
         load_delay: Duration::from_millis(args.load_ms),
         drop_after_chunks: args.drop_after,
+        fail_status: args.fail_status,
         ..sollol_sim::SimConfig::default()
     };
     actix::System::new().block_on(async move {

@@ -28,6 +28,10 @@ pub struct SimConfig {
     pub version: String,
     /// Length of every embedding vector.
     pub embedding_dim: usize,
+    /// When set, every inference request (native and `/v1`) fails at once with this status
+    /// and an `{"error":...}` body: a node that answers fast with errors. Changed at run time
+    /// with `POST /sim/control`.
+    pub fail_status: Option<u16>,
 }
 
 impl Default for SimConfig {
@@ -41,6 +45,7 @@ impl Default for SimConfig {
             drop_after_chunks: None,
             version: "0.12.6".to_owned(),
             embedding_dim: 8,
+            fail_status: None,
         }
     }
 }

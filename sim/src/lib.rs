@@ -32,6 +32,8 @@
 //! - `inference`: what a model answers and how long it takes, shared by the two APIs.
 //! - `state`: [`Sim`], the node's models, resident set and counters behind std mutexes.
 //! - `stats`: [`SimStats`] and `GET /sim/stats`.
+//! - `faults`: injected failures and `POST /sim/control`.
+//! - `blobs`: blob uploads and `/api/create` (blobs must be on the node that creates).
 //! - `catalog`: model names and the details derived from them.
 //! - `text`: deterministic words, token ids and vectors.
 //! - `body`, `keep_alive`: request decoding with Go's rules and error texts.
@@ -40,7 +42,7 @@
 //!
 //! # Not simulated
 //!
-//! Push, create and blobs, thinking models, `format` (structured output), logprobs, the
+//! Push, thinking models, `format` (structured output), logprobs, the
 //! `Host` and CORS guards, image inputs (accepted, ignored) and the queue limit are left out: the
 //! gateway only forwards them, so its tests do not need a node that implements them.
 
@@ -50,12 +52,14 @@ use std::net::TcpListener;
 use actix_web::dev::Server;
 use actix_web::{App, HttpServer};
 
+mod blobs;
 mod body;
 mod catalog;
 mod clock;
 mod config;
 mod embed;
 mod error;
+mod faults;
 mod generate;
 mod inference;
 mod json;

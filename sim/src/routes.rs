@@ -10,6 +10,7 @@ use actix_web::{web, FromRequest, Handler, HttpRequest, HttpResponse, Resource, 
 
 use crate::reply::TEXT;
 use crate::state::Sim;
+use crate::{blobs, faults};
 use crate::{embed, generate, native, openai, stats};
 
 /// Largest request body accepted (chat requests may carry base64 images).
@@ -44,6 +45,7 @@ const PATHS: &[&str] = &[
 pub fn configure(sim: Sim) -> impl FnOnce(&mut web::ServiceConfig) {
     move |config| {
         let recorder = sim.clone();
+        let failures = sim.clone();
         config.service(
             web::scope("")
                 .app_data(web::Data::new(sim))
@@ -53,6 +55,11 @@ pub fn configure(sim: Sim) -> impl FnOnce(&mut web::ServiceConfig) {
                     tracing::trace!(method = %request.method(), path = request.path(), "request");
                     service.call(request)
                 })
+                .service(
+                    web::resource(faults::INFERENCE_PATHS)
+                        .guard(faults::failing(failures))
+                        .to(faults::fail),
+                )
                 .service(get_head("/", native::root))
                 .service(get_head("/api/version", native::version))
                 .service(get_head("/api/tags", native::tags))
@@ -75,6 +82,13 @@ pub fn configure(sim: Sim) -> impl FnOnce(&mut web::ServiceConfig) {
                 .service(only(Method::GET, "/v1/models", openai::models))
                 .service(only(Method::GET, "/v1/models/{model}", openai::model))
                 .service(only(Method::GET, "/sim/stats", stats::show))
+                .service(only(Method::POST, "/sim/control", faults::control))
+                .service(only(Method::POST, "/api/create", blobs::create))
+                .service(
+                    web::resource("/api/blobs/{digest}")
+                        .route(web::head().to(blobs::check))
+                        .route(web::post().to(blobs::upload)),
+                )
                 .default_service(web::to(not_found)),
         );
     }

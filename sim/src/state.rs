@@ -25,6 +25,10 @@ struct Inner {
     config: SimConfig,
     models: Mutex<Models>,
     stats: Mutex<SimStats>,
+    /// The status inference requests fail with now, if any.
+    fail_status: Mutex<Option<u16>>,
+    /// Digests of the blobs uploaded to this node.
+    blobs: Mutex<std::collections::HashSet<String>>,
 }
 
 #[derive(Debug, Default)]
@@ -85,11 +89,32 @@ impl Sim {
 
         Self {
             inner: Arc::new(Inner {
+                fail_status: Mutex::new(config.fail_status),
                 config,
                 models: Mutex::new(models),
                 stats: Mutex::new(SimStats::default()),
+                blobs: Mutex::new(std::collections::HashSet::new()),
             }),
         }
+    }
+
+    /// The status inference requests fail with now, if any.
+    pub fn fail_status(&self) -> Option<u16> {
+        *lock(&self.inner.fail_status)
+    }
+
+    /// Makes inference requests fail with `status` (or succeed again with `None`).
+    pub fn set_fail_status(&self, status: Option<u16>) {
+        *lock(&self.inner.fail_status) = status;
+    }
+
+    /// Stores a blob's digest; returns whether it was new.
+    pub(crate) fn store_blob(&self, digest: &str) -> bool {
+        lock(&self.inner.blobs).insert(digest.replacen("sha256-", "sha256:", 1))
+    }
+
+    pub(crate) fn has_blob(&self, digest: &str) -> bool {
+        lock(&self.inner.blobs).contains(&digest.replacen("sha256-", "sha256:", 1))
     }
 
     /// The configuration the node was built with.

@@ -100,9 +100,14 @@ pub fn start_and_wait(mut command: Command, what: &str) -> Running {
 
 /// A simulated Ollama node with the given models and extra `sim-node` flags.
 pub fn sim_node(models: &str, extra: &[&str]) -> Running {
+    sim_node_on("127.0.0.1:0", models, extra)
+}
+
+/// A simulated Ollama node listening on `bind`.
+pub fn sim_node_on(bind: &str, models: &str, extra: &[&str]) -> Running {
     let mut command = sollol_command();
     command
-        .args(["sim-node", "--bind", "127.0.0.1:0", "--models", models])
+        .args(["sim-node", "--bind", bind, "--models", models])
         .args(extra);
     start_and_wait(command, "sim-node")
 }

@@ -85,6 +85,18 @@ impl Breaker {
         self.consecutive_failures
     }
 
+    /// Whether [`admission`](Self::admission) would let a request through now, without
+    /// changing anything.
+    pub fn would_admit(&self, now: Instant) -> bool {
+        match self.state {
+            BreakerState::Closed => true,
+            BreakerState::Open => self
+                .opened_at
+                .is_none_or(|at| now.duration_since(at) >= self.cooldown),
+            BreakerState::HalfOpen => !self.probe_in_flight,
+        }
+    }
+
     /// Whether a request may go through now, moving an expired open breaker to half-open.
     pub fn admission(&mut self, now: Instant) -> Admission {
         match self.state {

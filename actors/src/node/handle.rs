@@ -254,11 +254,11 @@ impl NodeHandle {
         self.read().health
     }
 
-    /// Reachable by the last check and not shut out by its breaker (a half-open breaker
-    /// counts as available: it admits its probe).
+    /// Reachable by the last check and not shut out by its breaker (a breaker whose
+    /// cooldown is over counts as available: it admits a probe).
     pub fn is_available(&self) -> bool {
         let state = self.read();
-        state.health == Health::Healthy && state.breaker.state() != BreakerState::Open
+        state.health == Health::Healthy && state.breaker.would_admit(Instant::now())
     }
 
     pub fn is_healthy(&self) -> bool {
