@@ -110,4 +110,7 @@ pub struct SimNodeArgs {
     /// `POST /sim/control {"fail_status": 500}` or `null`)
     #[arg(long)]
     pub fail_status: Option<u16>,
+    /// Generations run at once (like OLLAMA_NUM_PARALLEL); more wait their turn
+    #[arg(long)]
+    pub parallel: Option<usize>,
 }

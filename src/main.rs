@@ -58,6 +58,7 @@ fn sim_node(args: SimNodeArgs) -> Result<(), String> {
         load_delay: Duration::from_millis(args.load_ms),
         drop_after_chunks: args.drop_after,
         fail_status: args.fail_status,
+        parallel: args.parallel,
         ..sollol_sim::SimConfig::default()
     };
     actix::System::new().block_on(async move {

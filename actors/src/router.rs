@@ -228,8 +228,14 @@ impl RouterActor {
         }
     }
 
-    /// Places the request now, or says every candidate is full, or why none exists.
-    fn place(&mut self, request: &PickNode, now: Instant) -> Result<Placement, RouteError> {
+    /// Places the request now, or says it must wait, or why no node can serve it.
+    /// `ahead` is how many requests wait in the queue before this one.
+    fn place(
+        &mut self,
+        request: &PickNode,
+        ahead: usize,
+        now: Instant,
+    ) -> Result<Placement, RouteError> {
         if self.nodes.is_empty() {
             return Err(RouteError::NoNodes);
         }
@@ -306,34 +312,78 @@ impl RouterActor {
             kind: request.kind,
             weight: request.weight,
         };
+        if strategy == Strategy::Intelligent {
+            return Ok(self.place_intelligent(request, usable, &job, affinity, ahead, now));
+        }
         loop {
-            let mut candidates = free.clone();
-            if strategy == Strategy::Intelligent {
-                if let Some(model) = job.model {
-                    let warm: Vec<NodeHandle> = candidates
-                        .iter()
-                        .filter(|node| node.is_resident(model) || node.is_loading(model))
-                        .cloned()
-                        .collect();
-                    if !warm.is_empty() {
-                        candidates = warm;
-                    }
-                }
-            }
-            if candidates.is_empty() {
+            if free.is_empty() {
                 return Ok(Placement::Full);
             }
-            let (index, reason) = strategy::choose(strategy, &candidates, &job, &mut self.memory);
-            let node = candidates[index].clone();
+            let (index, reason) = strategy::choose(strategy, &free, &job, &mut self.memory);
+            let node = free[index].clone();
             if !node.admit(now) {
                 // Its breaker refused (a probe is already out): try the others.
-                free.retain(|candidate| candidate.key() != node.key());
+                free.remove(index);
                 continue;
             }
             let model_name = job.model.unwrap_or_default().to_string();
             let lease = self.lease(node, request, &model_name, reason, affinity, now);
             return Ok(Placement::Placed(lease));
         }
+    }
+
+    /// `intelligent`: warm nodes first (every usable node once all warm ones are full);
+    /// the best expected finish wins, and when that is on a full node the request waits
+    /// for it rather than going where it would finish later.
+    fn place_intelligent(
+        &mut self,
+        request: &PickNode,
+        usable: Vec<NodeHandle>,
+        job: &Job<'_>,
+        affinity: AffinityOutcome,
+        ahead: usize,
+        now: Instant,
+    ) -> Placement {
+        let mut pool = usable;
+        if let Some(model) = job.model {
+            let warm: Vec<NodeHandle> = pool
+                .iter()
+                .filter(|node| node.is_resident(model) || node.is_loading(model))
+                .cloned()
+                .collect();
+            if warm.iter().any(NodeHandle::has_free_slot) {
+                pool = warm;
+            }
+        }
+        while !pool.is_empty() {
+            let loads: Vec<f64> = pool
+                .iter()
+                .map(|node| {
+                    let waiting = if node.has_free_slot() { 0 } else { ahead };
+                    (node.in_flight() + waiting) as f64
+                })
+                .collect();
+            let (index, reason) = strategy::rank_intelligent(&pool, job, &self.memory, &loads);
+            let node = pool[index].clone();
+            if !node.has_free_slot() {
+                return Placement::Full;
+            }
+            if !node.admit(now) {
+                pool.remove(index);
+                continue;
+            }
+            strategy::record_choice(&mut self.memory, &node);
+            let model_name = job.model.unwrap_or_default().to_string();
+            return Placement::Placed(self.lease(
+                node,
+                request,
+                &model_name,
+                reason,
+                affinity,
+                now,
+            ));
+        }
+        Placement::Full
     }
 
     fn lease(
@@ -396,7 +446,7 @@ impl RouterActor {
         let now = Instant::now();
         let mut still_waiting = Vec::new();
         for waiter in self.queue.drain_in_order(now) {
-            match self.place(&waiter.request, now) {
+            match self.place(&waiter.request, still_waiting.len(), now) {
                 Ok(Placement::Placed(mut lease)) => {
                     lease.waited = Some(now.duration_since(waiter.enqueued));
                     // A caller that gave up meanwhile drops the lease, freeing the slot.
@@ -448,7 +498,7 @@ impl Handler<PickNode> for RouterActor {
         let now = Instant::now();
         // Requests already waiting go first; what they cannot use is free for this one.
         self.dispatch();
-        let placement = self.place(&request, now);
+        let placement = self.place(&request, self.queue.len(), now);
         match placement {
             Ok(Placement::Placed(lease)) => Box::pin(async move { Ok(lease) }),
             Err(err) => Box::pin(async move { Err(err) }),

@@ -32,6 +32,9 @@ pub struct SimConfig {
     /// and an `{"error":...}` body: a node that answers fast with errors. Changed at run time
     /// with `POST /sim/control`.
     pub fail_status: Option<u16>,
+    /// Generations the node runs at once (Ollama's `OLLAMA_NUM_PARALLEL`); more wait their
+    /// turn. `None` runs every request at once.
+    pub parallel: Option<usize>,
 }
 
 impl Default for SimConfig {
@@ -46,6 +49,7 @@ impl Default for SimConfig {
             version: "0.12.6".to_owned(),
             embedding_dim: 8,
             fail_status: None,
+            parallel: None,
         }
     }
 }

@@ -68,6 +68,8 @@ pub(crate) struct Answer {
     pub(crate) metrics: Metrics,
     /// A seed for ids derived from this answer.
     pub(crate) seed: u64,
+    /// The node's generation slot, held until the answer (and its stream) is dropped.
+    pub(crate) _slot: Option<std::sync::Arc<tokio::sync::OwnedSemaphorePermit>>,
 }
 
 impl Answer {
@@ -221,6 +223,7 @@ pub(crate) fn tool_spec(tools: &[Value], path: &str) -> Result<Option<ToolSpec>,
 /// returns what it says.
 pub(crate) async fn answer(sim: &Sim, entry: &ModelEntry, prompt: &Prompt) -> Answer {
     let config = sim.config();
+    let slot = sim.slot().await.map(std::sync::Arc::new);
     let load = sim.touch(entry, prompt.keep_alive, prompt.num_ctx);
     sleep(load.wait).await;
     sleep(config.latency).await;
@@ -285,6 +288,7 @@ pub(crate) async fn answer(sim: &Sim, entry: &ModelEntry, prompt: &Prompt) -> An
             eval_duration: nanos(eval_duration),
         },
         seed,
+        _slot: slot,
     }
 }
 

@@ -29,6 +29,8 @@ struct Inner {
     fail_status: Mutex<Option<u16>>,
     /// Digests of the blobs uploaded to this node.
     blobs: Mutex<std::collections::HashSet<String>>,
+    /// Generation slots when `parallel` is set.
+    slots: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 #[derive(Debug, Default)]
@@ -90,12 +92,21 @@ impl Sim {
         Self {
             inner: Arc::new(Inner {
                 fail_status: Mutex::new(config.fail_status),
+                slots: config
+                    .parallel
+                    .map(|n| Arc::new(tokio::sync::Semaphore::new(n.max(1)))),
                 config,
                 models: Mutex::new(models),
                 stats: Mutex::new(SimStats::default()),
                 blobs: Mutex::new(std::collections::HashSet::new()),
             }),
         }
+    }
+
+    /// Waits for a generation slot when the node's parallelism is limited.
+    pub(crate) async fn slot(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let slots = self.inner.slots.clone()?;
+        slots.acquire_owned().await.ok()
     }
 
     /// The status inference requests fail with now, if any.

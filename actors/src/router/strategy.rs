@@ -69,6 +69,9 @@ impl FromStr for Strategy {
     }
 }
 
+/// Milliseconds per weight unit assumed while no node has measured the model.
+pub const UNMEASURED_UNIT_MS: f64 = 1000.0;
+
 /// What the strategies need to know about the request.
 pub struct Job<'a> {
     pub model: Option<&'a str>,
@@ -131,13 +134,13 @@ pub fn choose(
             lowest_by_values(candidates, memory, &latencies)
         }
         Strategy::Intelligent => {
-            let scores = scores(candidates, job, memory.default_load_ms);
-            let index = lowest_by_values(candidates, memory, &scores);
+            let loads: Vec<f64> = candidates
+                .iter()
+                .map(|node| node.in_flight() as f64)
+                .collect();
+            let (index, reason) = rank_intelligent(candidates, job, memory, &loads);
             memory.chosen(&candidates[index]);
-            return (
-                index,
-                intelligent_reason(&candidates[index], &scores, index, job),
-            );
+            return (index, reason);
         }
     };
     memory.chosen(&candidates[index]);
@@ -157,6 +160,27 @@ fn measured_latency(node: &NodeHandle, job: &Job<'_>) -> Option<f64> {
 fn lowest(candidates: &[NodeHandle], memory: &Memory, value: impl Fn(&NodeHandle) -> f64) -> usize {
     let values: Vec<f64> = candidates.iter().map(value).collect();
     lowest_by_values(candidates, memory, &values)
+}
+
+/// The best candidate by the `intelligent` score, given each one's load (requests running
+/// there plus, for a full node, requests that would wait ahead); does not record the choice.
+pub fn rank_intelligent(
+    candidates: &[NodeHandle],
+    job: &Job<'_>,
+    memory: &Memory,
+    loads: &[f64],
+) -> (usize, String) {
+    let scores = scores(candidates, job, memory.default_load_ms, loads);
+    let index = lowest_by_values(candidates, memory, &scores);
+    (
+        index,
+        intelligent_reason(&candidates[index], &scores, index, job),
+    )
+}
+
+/// Records that `node` was chosen (for tie-breaking by recency).
+pub fn record_choice(memory: &mut Memory, node: &NodeHandle) {
+    memory.chosen(node);
 }
 
 /// The index of the lowest value; values within 1 % of each other tie, and ties go to the
@@ -184,17 +208,24 @@ fn lowest_by_values(candidates: &[NodeHandle], memory: &Memory, values: &[f64]) 
 /// - `service = unit_latency(n, m, k) × w`, where `unit_latency` is the smoothed latency
 ///   per weight unit that `n` has measured for `m` and `k`. A node with no measurement
 ///   is given 80 % of the best measured figure among the candidates, so it is explored
-///   once and then judged on what it shows; with no measurement anywhere it is 0 and the
-///   choice falls to load and recency.
-/// - `wait = service × in_flight(n) / capacity(n)`: requests already running share the
-///   node's slots.
+///   once and then judged on what it shows; with no measurement anywhere it is
+///   [`UNMEASURED_UNIT_MS`] for every node, so the choice falls to load and recency.
+/// - `wait = service × load(n) / capacity(n)`, where `load` is the requests running on
+///   `n` plus, when `n` is full, the requests already waiting ahead: they share the node's
+///   slots. A full node can win: the request then waits for it rather than going to a
+///   node where it would finish later.
 /// - `cold = 0` if `m` is resident on `n` (from `/api/ps` and from recent successes);
 ///   otherwise the load time `n` has learned for `m`, or the cluster's default. A node
 ///   that is loading `m` right now counts half of that, and is busy besides.
 /// - `score = (service + wait + cold) / max(success(n, m), 0.05)²`, where `success` is
 ///   the smoothed share of recent requests that did not fail with a 5xx or a transport
 ///   error; a node that fails fast therefore looks slow, not idle.
-pub fn scores(candidates: &[NodeHandle], job: &Job<'_>, default_load_ms: f64) -> Vec<f64> {
+pub fn scores(
+    candidates: &[NodeHandle],
+    job: &Job<'_>,
+    default_load_ms: f64,
+    loads: &[f64],
+) -> Vec<f64> {
     let stats: Vec<_> = candidates
         .iter()
         .map(|node| {
@@ -209,7 +240,7 @@ pub fn scores(candidates: &[NodeHandle], job: &Job<'_>, default_load_ms: f64) ->
     let explore_unit = if best_known.is_finite() {
         best_known * 0.8
     } else {
-        0.0
+        UNMEASURED_UNIT_MS
     };
     let learned_loads: Vec<f64> = stats
         .iter()
@@ -224,13 +255,14 @@ pub fn scores(candidates: &[NodeHandle], job: &Job<'_>, default_load_ms: f64) ->
     candidates
         .iter()
         .zip(&stats)
-        .map(|(node, stats)| {
+        .zip(loads)
+        .map(|((node, stats), load)| {
             let unit = stats
                 .as_ref()
                 .and_then(|s| s.unit_latency_ms)
                 .unwrap_or(explore_unit);
             let service = unit * job.weight.max(1.0);
-            let wait = service * node.in_flight() as f64 / node.capacity() as f64;
+            let wait = service * load / node.capacity() as f64;
             let cold = match job.model {
                 Some(model) if node.is_resident(model) => 0.0,
                 Some(model) => {

@@ -22,7 +22,7 @@ fn request(model: &str) -> PickNode {
 }
 
 fn pick(router: &mut RouterActor, request: &PickNode) -> Result<Lease, RouteError> {
-    match router.place(request, Instant::now())? {
+    match router.place(request, 0, Instant::now())? {
         Placement::Placed(lease) => Ok(lease),
         Placement::Full => panic!("unexpectedly full"),
     }
@@ -148,6 +148,8 @@ fn warm_nodes_come_first_and_one_cold_load_at_a_time() {
         NodeHandle::for_tests_with("127.0.0.1:3002", &["m"], &["m"], 2),
         NodeHandle::for_tests_with("127.0.0.1:3003", &["m"], &[], 2),
     ];
+    // The warm node is slow enough that waiting for it costs more than a cold load.
+    teach(&nodes[1], "m", 8000);
     let mut router = RouterActor::new(nodes, Strategy::Intelligent);
     let a = pick(&mut router, &request("m")).expect("node");
     let b = pick(&mut router, &request("m")).expect("node");
@@ -157,7 +159,8 @@ fn warm_nodes_come_first_and_one_cold_load_at_a_time() {
         "the warm node first"
     );
     assert!(!a.cold);
-    // The warm node is full: one cold load may start, and the next goes to that same node.
+    // The warm node is full: one cold load starts, and the next request joins that node
+    // (it is loading the model) instead of starting a second load.
     let c = pick(&mut router, &request("m")).expect("node");
     assert!(c.cold);
     let d = pick(&mut router, &request("m")).expect("node");
@@ -166,6 +169,32 @@ fn warm_nodes_come_first_and_one_cold_load_at_a_time() {
         c.node.key(),
         "a loading node is preferred over a second cold load"
     );
+}
+
+#[test]
+fn a_request_waits_for_a_busy_fast_node_rather_than_finishing_later_elsewhere() {
+    let nodes = vec![
+        NodeHandle::for_tests_with("127.0.0.1:3101", &["m"], &["m"], 1),
+        NodeHandle::for_tests_with("127.0.0.1:3102", &["m"], &["m"], 1),
+    ];
+    teach(&nodes[0], "m", 100);
+    teach(&nodes[1], "m", 1000);
+    let mut router = RouterActor::new(nodes, Strategy::Intelligent);
+    let first = pick(&mut router, &request("m")).expect("node");
+    assert_eq!(first.node.key(), "127.0.0.1:3101");
+    // Waiting about 100 ms for the fast node beats 1000 ms on the idle slow one.
+    let placement = router
+        .place(&request("m"), 0, Instant::now())
+        .expect("placement");
+    assert!(matches!(placement, Placement::Full));
+    // With nine requests already waiting for it, the slow node is the better bet.
+    match router
+        .place(&request("m"), 9, Instant::now())
+        .expect("placement")
+    {
+        Placement::Placed(lease) => assert_eq!(lease.node.key(), "127.0.0.1:3102"),
+        Placement::Full => panic!("should have gone to the idle node"),
+    }
 }
 
 #[test]
@@ -236,7 +265,7 @@ fn excluded_and_pinned_nodes() {
     );
     assert_eq!(
         RouterActor::new(vec![], Strategy::RoundRobin)
-            .place(&retry, Instant::now())
+            .place(&retry, 0, Instant::now())
             .err(),
         Some(RouteError::NoNodes)
     );
