@@ -69,6 +69,12 @@ impl FromStr for Strategy {
     }
 }
 
+/// How much more an expected wait in a full node's queue counts than the same time
+/// spent sharing a free node: a queued request also delays everything behind it, and
+/// the estimate is least certain there. Measured with `benches/strategies.rs`: waiting
+/// for the fast node only while the wait is short keeps both the mean and p99 low.
+pub const QUEUE_PENALTY: f64 = 2.0;
+
 /// Milliseconds per weight unit assumed while no node has measured the model.
 pub const UNMEASURED_UNIT_MS: f64 = 1000.0;
 
@@ -212,8 +218,9 @@ fn lowest_by_values(candidates: &[NodeHandle], memory: &Memory, values: &[f64]) 
 ///   [`UNMEASURED_UNIT_MS`] for every node, so the choice falls to load and recency.
 /// - `wait = service × load(n) / capacity(n)`, where `load` is the requests running on
 ///   `n` plus, when `n` is full, the requests already waiting ahead: they share the node's
-///   slots. A full node can win: the request then waits for it rather than going to a
-///   node where it would finish later.
+///   slots. On a full node the wait counts [`QUEUE_PENALTY`] times over. A full node can
+///   still win: the request then waits for it rather than going to a node where it would
+///   finish later.
 /// - `cold = 0` if `m` is resident on `n` (from `/api/ps` and from recent successes);
 ///   otherwise the load time `n` has learned for `m`, or the cluster's default. A node
 ///   that is loading `m` right now counts half of that, and is busy besides.
@@ -262,7 +269,9 @@ pub fn scores(
                 .and_then(|s| s.unit_latency_ms)
                 .unwrap_or(explore_unit);
             let service = unit * job.weight.max(1.0);
-            let wait = service * load / node.capacity() as f64;
+            let capacity = node.capacity() as f64;
+            let queued = *load >= capacity;
+            let wait = service * load / capacity * if queued { QUEUE_PENALTY } else { 1.0 };
             let cold = match job.model {
                 Some(model) if node.is_resident(model) => 0.0,
                 Some(model) => {
