@@ -292,7 +292,12 @@ pub async fn send_with_failover(
                     body,
                     node: node.key().to_string(),
                 });
-                (message.clone(), OutcomeKind::ServerError(message))
+                let kind = if status.as_u16() == 503 {
+                    OutcomeKind::Busy(message.clone())
+                } else {
+                    OutcomeKind::ServerError(message.clone())
+                };
+                (message, kind)
             }
             Ok(Ok(response)) => {
                 let completion = Completion::new(routed, lease, started, ttfb, attempt);
@@ -514,6 +519,7 @@ impl Completion {
         self.outcome.latency = latency;
         self.outcome.kind_of_end = match end {
             Outcome::UpstreamFailed(message) => OutcomeKind::ServerError(message),
+            _ if status == 503 => OutcomeKind::Busy("HTTP 503".into()),
             _ if status >= 500 => OutcomeKind::ServerError(format!("HTTP {status}")),
             _ if status >= 400 => OutcomeKind::ClientError,
             // A client that leaves early says nothing about the node.

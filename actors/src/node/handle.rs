@@ -20,6 +20,9 @@ use crate::event::Event;
 use crate::model_name::normalize_model;
 use crate::observer::Emit;
 
+/// Successes with the node full at its learned capacity before that capacity grows by one.
+const CAPACITY_PROBE_SUCCESSES: usize = 20;
+
 /// Weight of the newest sample in the node-wide latency average.
 const LATENCY_SMOOTHING: f64 = 0.2;
 
@@ -51,6 +54,9 @@ pub enum OutcomeKind {
     ClientError,
     /// A 5xx, or a stream that broke after it began.
     ServerError(String),
+    /// A 503: the node said it is saturated. Counts as a failure, and teaches the node's
+    /// capacity.
+    Busy(String),
     /// The node could not be reached or did not answer in time.
     Transport { message: String, refused: bool },
 }
@@ -94,7 +100,10 @@ pub struct NodeStatus {
     pub state: Health,
     pub breaker: BreakerState,
     pub in_flight: usize,
+    /// Requests the node is given at once now: the configured capacity, lowered when the
+    /// node answers "busy" and raised back as it copes.
     pub capacity: usize,
+    pub configured_capacity: usize,
     pub latency_ms: Option<f64>,
     pub requests: u64,
     pub failures: u64,
@@ -121,7 +130,12 @@ struct NodeInner {
     base: String,
     url: Url,
     client: reqwest::Client,
+    /// The configured capacity: the most requests the node is ever given at once.
     capacity: usize,
+    /// The capacity learned from the node's answers, at most `capacity`.
+    learned_capacity: AtomicUsize,
+    /// Successes since the learned capacity last changed.
+    successes_at_capacity: AtomicUsize,
     in_flight: AtomicUsize,
     state: RwLock<NodeState>,
     observer: Option<Recipient<Emit>>,
@@ -174,6 +188,8 @@ impl NodeHandle {
             url,
             client,
             capacity: limits.capacity.max(1),
+            learned_capacity: AtomicUsize::new(limits.capacity.max(1)),
+            successes_at_capacity: AtomicUsize::new(0),
             in_flight: AtomicUsize::new(0),
             state: RwLock::new(NodeState {
                 health: Health::Unknown,
@@ -216,8 +232,40 @@ impl NodeHandle {
         &self.0.url
     }
 
+    /// Requests the node is given at once: configured, and lowered while the node says
+    /// it is busy.
     pub fn capacity(&self) -> usize {
-        self.0.capacity
+        self.0.learned_capacity.load(Ordering::Relaxed)
+    }
+
+    /// A 503 with `in_flight` requests running: the node holds fewer than that.
+    fn learn_busy(&self) {
+        let running = self.in_flight();
+        let lowered = running.saturating_sub(1).clamp(1, self.0.capacity);
+        let previous = self
+            .0
+            .learned_capacity
+            .fetch_min(lowered, Ordering::Relaxed);
+        self.0.successes_at_capacity.store(0, Ordering::Relaxed);
+        if lowered < previous {
+            tracing::info!(node = %self.key(), capacity = lowered, "node is busy; lowering its capacity");
+        }
+    }
+
+    /// Successes at the learned capacity raise it back, one step per twenty.
+    fn learn_success(&self) {
+        let learned = self.capacity();
+        if learned >= self.0.capacity || self.in_flight() < learned {
+            return;
+        }
+        if self.0.successes_at_capacity.fetch_add(1, Ordering::Relaxed) + 1
+            >= CAPACITY_PROBE_SUCCESSES
+        {
+            self.0.successes_at_capacity.store(0, Ordering::Relaxed);
+            self.0
+                .learned_capacity
+                .store(learned + 1, Ordering::Relaxed);
+        }
     }
 
     pub fn in_flight(&self) -> usize {
@@ -225,7 +273,7 @@ impl NodeHandle {
     }
 
     pub fn has_free_slot(&self) -> bool {
-        self.in_flight() < self.0.capacity
+        self.in_flight() < self.capacity()
     }
 
     /// Lets the router know when slots free up while requests wait.
@@ -366,7 +414,9 @@ impl NodeHandle {
                     (state.breaker.on_success(), false)
                 }
                 OutcomeKind::ClientError => (None, false),
-                OutcomeKind::ServerError(message) | OutcomeKind::Transport { message, .. } => {
+                OutcomeKind::ServerError(message)
+                | OutcomeKind::Busy(message)
+                | OutcomeKind::Transport { message, .. } => {
                     state.failures += 1;
                     state.last_error = Some(message.clone());
                     if let Some(key) = key {
@@ -380,12 +430,17 @@ impl NodeHandle {
                 }
             }
         };
+        match outcome.kind_of_end {
+            OutcomeKind::Success => self.learn_success(),
+            OutcomeKind::Busy(_) => self.learn_busy(),
+            _ => {}
+        }
         if let Some(state) = breaker_change {
             let reason = match &outcome.kind_of_end {
                 OutcomeKind::Success => "a request succeeded".to_string(),
-                OutcomeKind::ServerError(message) | OutcomeKind::Transport { message, .. } => {
-                    message.clone()
-                }
+                OutcomeKind::ServerError(message)
+                | OutcomeKind::Busy(message)
+                | OutcomeKind::Transport { message, .. } => message.clone(),
                 OutcomeKind::ClientError => String::new(),
             };
             self.report_breaker(state, &reason);
@@ -496,7 +551,8 @@ impl NodeHandle {
             state: state.health,
             breaker: state.breaker.state(),
             in_flight: self.in_flight(),
-            capacity: self.0.capacity,
+            capacity: self.capacity(),
+            configured_capacity: self.0.capacity,
             latency_ms: state.latency_ms.map(|ms| (ms * 1000.0).round() / 1000.0),
             requests: state.requests,
             failures: state.failures,
@@ -637,6 +693,34 @@ mod tests {
         assert!(!node.admit(after_cooldown), "only one probe");
         node.record_success(Duration::from_millis(5));
         assert_eq!(node.breaker_state(), BreakerState::Closed);
+    }
+
+    #[test]
+    fn busy_answers_lower_the_capacity_and_successes_raise_it_back() {
+        let node = NodeHandle::for_tests_with("127.0.0.1:1", &["m"], &["m"], 4);
+        let running: Vec<InFlight> = (0..3).map(|_| node.begin()).collect();
+        node.record(&RequestOutcome {
+            model: None,
+            kind: RequestKind::Chat,
+            weight: 1.0,
+            latency: Duration::from_millis(5),
+            ttfb: None,
+            cold: false,
+            kind_of_end: OutcomeKind::Busy("HTTP 503".into()),
+        });
+        assert_eq!(
+            node.capacity(),
+            2,
+            "three running and it said busy: it holds two"
+        );
+        assert_eq!(node.status().configured_capacity, 4);
+        drop(running);
+        let full: Vec<InFlight> = (0..2).map(|_| node.begin()).collect();
+        for _ in 0..CAPACITY_PROBE_SUCCESSES {
+            node.record_success(Duration::from_millis(5));
+        }
+        assert_eq!(node.capacity(), 3);
+        drop(full);
     }
 
     #[test]
