@@ -597,16 +597,34 @@ async fn each_routed_request_publishes_one_selection_event() {
 #[actix_rt::test]
 async fn a_busy_node_teaches_its_capacity_and_its_requests_go_elsewhere() {
     let steady = sim_node("llama3.2", &["--loaded", "llama3.2"]);
-    let busy = sim_node("llama3.2", &["--loaded", "llama3.2", "--fail-status", "503"]);
-    let gw = gateway(&[&steady, &busy], &["--workers", "0", "--strategy", "round_robin"], &[]);
+    let busy = sim_node(
+        "llama3.2",
+        &["--loaded", "llama3.2", "--fail-status", "503"],
+    );
+    let gw = gateway(
+        &[&steady, &busy],
+        &["--workers", "0", "--strategy", "round_robin"],
+        &[],
+    );
     let url = format!("{}/api/generate", gw.url);
     let answers = futures_util::future::join_all((0..6).map(|i| {
         let url = url.clone();
-        async move { send(&url, &generate(&format!("busy {i}")), &[]).await.status().as_u16() }
+        async move {
+            send(&url, &generate(&format!("busy {i}")), &[])
+                .await
+                .status()
+                .as_u16()
+        }
     }))
     .await;
-    assert!(answers.iter().all(|s| *s == 200), "503s are retried elsewhere: {answers:?}");
+    assert!(
+        answers.iter().all(|s| *s == 200),
+        "503s are retried elsewhere: {answers:?}"
+    );
     let status = node_status(&gw.url, &busy.key()).await;
     assert_eq!(status["configured_capacity"], 4);
-    assert!(status["capacity"].as_u64() < Some(4), "the busy node's capacity was lowered: {status}");
+    assert!(
+        status["capacity"].as_u64() < Some(4),
+        "the busy node's capacity was lowered: {status}"
+    );
 }

@@ -6,17 +6,21 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use sollol_actors::supervisor::{ListWorkers, StopWorkers, Supervisor, WorkerInfo};
-use sollol_actors::worker::launcher::{ChildSpec, ProcessLauncher, RestartPolicy};
+use sollol_actors::worker::launcher::{Backoff, ChildSpec, ProcessLauncher, RestartIntensity};
 use sollol_actors::EnvSnapshot;
 
 fn spec(program: &str, args: &[&str]) -> ChildSpec {
     let mut spec = ChildSpec::new(program, args.iter().map(|a| a.to_string()).collect());
     spec.handshake_timeout = Duration::from_millis(400);
-    spec.restart = RestartPolicy {
+    spec.intensity = RestartIntensity {
         max_exits: 2,
         window: Duration::from_secs(30),
-        base_backoff: Duration::from_millis(10),
-        max_backoff: Duration::from_millis(20),
+    };
+    spec.backoff = Backoff {
+        base: Duration::from_millis(10),
+        max: Duration::from_millis(20),
+        jitter: 0.0,
+        reset_after: Duration::from_secs(60),
     };
     spec
 }

@@ -28,6 +28,10 @@ pub enum JobError {
     TimedOut(Duration),
     #[error("no worker is ready: {0}")]
     NoWorker(String),
+    #[error("the job was running on {deaths} workers that died; giving up on it as a poison job")]
+    Poison { deaths: u32 },
+    #[error("the job was cancelled")]
+    Cancelled,
     #[error("{0}")]
     Failed(String),
 }
@@ -80,6 +84,7 @@ pub struct WorkerActor {
     supervisor: Recipient<WorkerReport>,
     child: Option<LaunchedChild>,
     to_child: Option<mpsc::UnboundedSender<ToChild>>,
+    terminate: Option<Box<dyn FnOnce() + Send>>,
     kill: Option<oneshot::Sender<()>>,
     pending: HashMap<u64, oneshot::Sender<Result<Value, JobError>>>,
     next_job: u64,
@@ -105,6 +110,7 @@ impl WorkerActor {
             supervisor,
             child: Some(child),
             to_child: None,
+            terminate: None,
             kill: None,
             pending: HashMap::new(),
             next_job: 1,
@@ -314,6 +320,8 @@ impl Handler<RunJob> for WorkerActor {
 impl Handler<Retire> for WorkerActor {
     type Result = ();
 
+    /// Stops in three steps, each after the grace period if the child is still there: a
+    /// shutdown frame (finish the jobs in hand), SIGTERM to its process group, SIGKILL.
     fn handle(&mut self, _: Retire, ctx: &mut Self::Context) {
         if self.retiring {
             return;
@@ -322,11 +330,18 @@ impl Handler<Retire> for WorkerActor {
         if let Some(to_child) = &self.to_child {
             let _ = to_child.send(ToChild::Shutdown);
         }
-        ctx.run_later(self.spec.shutdown_grace, |act, _ctx| {
-            if let Some(kill) = act.kill.take() {
-                tracing::warn!(worker = act.slot, pid = ?act.pid, "worker did not stop within its grace period; killing it");
-                let _ = kill.send(());
+        let grace = self.spec.shutdown_grace;
+        ctx.run_later(grace, move |act, ctx| {
+            if let Some(terminate) = act.terminate.take() {
+                tracing::warn!(worker = act.slot, pid = ?act.pid, "worker did not stop within its grace period; sending SIGTERM");
+                terminate();
             }
+            ctx.run_later(grace, |act, _ctx| {
+                if let Some(kill) = act.kill.take() {
+                    tracing::warn!(worker = act.slot, pid = ?act.pid, "worker ignored SIGTERM; killing it");
+                    let _ = kill.send(());
+                }
+            });
         });
     }
 }

@@ -18,39 +18,83 @@ use super::frame::DEFAULT_MAX_FRAME;
 use super::WORKER_ID_VAR;
 use crate::env_snapshot::EnvSnapshot;
 
-/// How many exits within how long make the supervisor give up on a worker, and how long
-/// it waits before each restart.
-#[derive(Debug, Clone)]
-pub struct RestartPolicy {
-    pub max_exits: usize,
-    pub window: Duration,
-    pub base_backoff: Duration,
-    pub max_backoff: Duration,
+/// When an exited worker is started again (Erlang/OTP's restart types).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Restart {
+    /// Always, whatever the exit.
+    Permanent,
+    /// Only after an abnormal exit (a non-zero code, a signal, or a kill by the parent).
+    Transient,
+    /// Never.
+    Temporary,
 }
 
-impl Default for RestartPolicy {
+/// How many exits within how long make the supervisor give up on a worker.
+#[derive(Debug, Clone)]
+pub struct RestartIntensity {
+    pub max_exits: usize,
+    pub window: Duration,
+}
+
+impl Default for RestartIntensity {
     fn default() -> Self {
         Self {
             max_exits: 5,
             window: Duration::from_secs(30),
-            base_backoff: Duration::from_millis(100),
-            max_backoff: Duration::from_secs(5),
         }
     }
 }
 
-/// Everything needed to start one worker, as data.
+/// How long the supervisor waits before a restart: `base × 2^(exits in the window − 1)`,
+/// at most `max`, plus up to `jitter` of that at random. A worker that stayed up for
+/// `reset_after` starts again from `base`.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    pub base: Duration,
+    pub max: Duration,
+    /// Fraction of the delay added at random (0 to 1), so workers do not restart in step.
+    pub jitter: f64,
+    pub reset_after: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self {
+            base: Duration::from_millis(100),
+            max: Duration::from_secs(5),
+            jitter: 0.2,
+            reset_after: Duration::from_secs(60),
+        }
+    }
+}
+
+impl Backoff {
+    /// The delay before the restart that follows the `exits`-th exit in the window.
+    pub fn delay(&self, exits: usize) -> Duration {
+        let exponent = exits.saturating_sub(1).min(16) as u32;
+        let delay = (self.base * 2u32.pow(exponent)).min(self.max);
+        delay + delay.mul_f64(rand::random::<f64>() * self.jitter.clamp(0.0, 1.0))
+    }
+}
+
+/// Everything needed to start and look after one kind of worker, as data.
 #[derive(Debug, Clone)]
 pub struct ChildSpec {
     pub program: PathBuf,
     pub args: Vec<String>,
     pub working_dir: Option<PathBuf>,
+    pub restart: Restart,
+    pub intensity: RestartIntensity,
+    pub backoff: Backoff,
     /// Time the child has to answer the start-up handshake.
     pub handshake_timeout: Duration,
-    /// Time a child has to exit after a shutdown frame before it is killed.
+    /// Time a child has after a shutdown frame, and again after SIGTERM, before the next step.
     pub shutdown_grace: Duration,
     pub max_frame: usize,
-    pub restart: RestartPolicy,
+    /// Jobs one worker runs at once; the rest wait in the supervisor's queue.
+    pub jobs_per_worker: usize,
+    /// A worker whose resident set grows past this is replaced after its current jobs.
+    pub memory_limit_bytes: Option<u64>,
 }
 
 impl ChildSpec {
@@ -59,10 +103,14 @@ impl ChildSpec {
             program: program.into(),
             args,
             working_dir: None,
+            restart: Restart::Permanent,
+            intensity: RestartIntensity::default(),
+            backoff: Backoff::default(),
             handshake_timeout: Duration::from_secs(5),
             shutdown_grace: Duration::from_secs(5),
             max_frame: DEFAULT_MAX_FRAME,
-            restart: RestartPolicy::default(),
+            jobs_per_worker: 4,
+            memory_limit_bytes: None,
         }
     }
 
@@ -82,6 +130,13 @@ pub struct ExitReason {
     pub signal: Option<i32>,
 }
 
+impl ExitReason {
+    /// A zero exit code: the worker stopped on purpose.
+    pub fn is_normal(&self) -> bool {
+        self.code == Some(0)
+    }
+}
+
 impl std::fmt::Display for ExitReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match (self.code, self.signal) {
@@ -95,14 +150,15 @@ impl std::fmt::Display for ExitReason {
 pub type BoxedReader = Pin<Box<dyn AsyncRead + Send>>;
 pub type BoxedWriter = Pin<Box<dyn AsyncWrite + Send>>;
 
-/// A started child: its pipes, a future that resolves when it exits, and a switch that
-/// kills it.
+/// A started child: its pipes, a future that resolves when it exits, a polite stop
+/// (SIGTERM to its process group) and a switch that kills it.
 pub struct LaunchedChild {
     pub pid: Option<u32>,
     pub stdin: BoxedWriter,
     pub stdout: BoxedReader,
     pub stderr: Option<BoxedReader>,
     pub exited: Pin<Box<dyn Future<Output = ExitReason> + Send>>,
+    pub terminate: Option<Box<dyn FnOnce() + Send>>,
     pub kill: oneshot::Sender<()>,
 }
 
@@ -150,6 +206,9 @@ impl Launcher for ProcessLauncher {
             stdout: Box::pin(stdout),
             stderr: stderr.map(|s| Box::pin(s) as BoxedReader),
             exited: Box::pin(exited),
+            terminate: Some(Box::new(move || {
+                signal_process_group(pid, Signal::Terminate)
+            })),
             kill,
         })
     }
@@ -199,12 +258,29 @@ pub fn spawn_command(
     command
 }
 
+enum Signal {
+    Terminate,
+    Kill,
+}
+
 fn kill_process_group(pid: Option<u32>) {
+    signal_process_group(pid, Signal::Kill);
+}
+
+/// Signals the process group a worker leads (every worker gets its own group).
+fn signal_process_group(pid: Option<u32>, signal: Signal) {
     #[cfg(unix)]
-    if let Some(pid) = pid.and_then(|pid| i32::try_from(pid).ok()) {
+    if let Some(pid) = pid
+        .and_then(|pid| i32::try_from(pid).ok())
+        .filter(|pid| *pid > 1)
+    {
+        let signal = match signal {
+            Signal::Terminate => libc::SIGTERM,
+            Signal::Kill => libc::SIGKILL,
+        };
         // SAFETY: kill(2) with a negative pid signals the group the child leads.
         unsafe {
-            libc::kill(-pid, libc::SIGKILL);
+            libc::kill(-pid, signal);
         }
     }
 }
