@@ -45,6 +45,9 @@ impl Telemetry {
         };
         let mut config = ObserverConfig::from_env(env);
         config.app_name = settings.app_name.clone();
+        config.sampling = settings.observer_sampling.unwrap_or(config.sampling);
+        config.sample_rate = settings.observer_sample_rate.unwrap_or(config.sample_rate);
+        config.max_events = settings.observer_max_events.unwrap_or(config.max_events);
         tracing::info!(
             app = %config.app_name,
             sampling = config.sampling,

@@ -26,6 +26,17 @@ pub enum ConfigError {
     Strategy(#[from] sollol_actors::router::UnknownStrategy),
     #[error("setting `{setting}` must be greater than zero")]
     Zero { setting: &'static str },
+    #[error("unknown setting `{key}` in {file}; known settings: {known}")]
+    UnknownSetting {
+        key: String,
+        file: String,
+        known: String,
+    },
+    #[error("setting `{setting}`: {message}")]
+    Invalid {
+        setting: &'static str,
+        message: String,
+    },
 }
 
 /// Values given on the command line; `None` leaves the lower layers in charge.
@@ -71,9 +82,54 @@ struct RawSettings {
     affinity_ttl_secs: u64,
     pull_to_all: bool,
     max_blob_bytes: u64,
+    origins: Vec<String>,
+    #[serde(default)]
+    observer_sampling: Option<bool>,
+    #[serde(default)]
+    observer_sample_rate: Option<f64>,
+    #[serde(default)]
+    observer_max_events: Option<usize>,
     #[serde(default)]
     worker_env: BTreeMap<String, String>,
 }
+
+/// Every setting a TOML file may name.
+const KNOWN_SETTINGS: &[&str] = &[
+    "bind",
+    "port",
+    "nodes",
+    "workers",
+    "strategy",
+    "redis_url",
+    "app_name",
+    "max_body_bytes",
+    "health_interval_ms",
+    "health_timeout_ms",
+    "connect_timeout_ms",
+    "batch_chunk_size",
+    "batch_max_inputs",
+    "job_timeout_secs",
+    "handshake_timeout_ms",
+    "log_format",
+    "node_capacity",
+    "queue_max",
+    "queue_timeout_ms",
+    "priority_aging_ms",
+    "attempts",
+    "ttfb_timeout_ms",
+    "idle_timeout_ms",
+    "breaker_threshold",
+    "breaker_cooldown_ms",
+    "affinity_max",
+    "affinity_ttl_secs",
+    "pull_to_all",
+    "max_blob_bytes",
+    "origins",
+    "observer_sampling",
+    "observer_sample_rate",
+    "observer_max_events",
+    "worker_env",
+];
 
 /// The resolved settings of a gateway or worker process.
 #[derive(Debug, Clone)]
@@ -122,8 +178,35 @@ pub struct Settings {
     pub pull_to_all: bool,
     /// Largest blob upload accepted (`/api/blobs`).
     pub max_blob_bytes: u64,
+    /// Browser origins allowed on top of the local ones (`*` for any); `OLLAMA_ORIGINS`
+    /// is read too, as Ollama users set it.
+    pub origins: Vec<String>,
     /// Extra variables for worker processes, on top of the captured environment.
     pub worker_env: BTreeMap<String, String>,
+    /// Observer settings from the file or `SOLLOL_OBSERVER_*`; unset keeps the default.
+    pub observer_sampling: Option<bool>,
+    pub observer_sample_rate: Option<f64>,
+    pub observer_max_events: Option<usize>,
+}
+
+/// Refuses a configuration file that names a setting sollol does not have (a typo would
+/// otherwise be ignored without a word).
+fn check_file_keys(path: &std::path::Path) -> Result<(), ConfigError> {
+    let table: BTreeMap<String, config::Value> = config::Config::builder()
+        .add_source(config::File::from(path).required(true))
+        .build()?
+        .try_deserialize()?;
+    if let Some(key) = table
+        .keys()
+        .find(|key| !KNOWN_SETTINGS.contains(&key.as_str()))
+    {
+        return Err(ConfigError::UnknownSetting {
+            key: key.clone(),
+            file: path.display().to_string(),
+            known: KNOWN_SETTINGS.join(", "),
+        });
+    }
+    Ok(())
 }
 
 impl Settings {
@@ -156,8 +239,10 @@ impl Settings {
             .set_default("affinity_max", 10_000)?
             .set_default("affinity_ttl_secs", 1_800)?
             .set_default("pull_to_all", false)?
-            .set_default("max_blob_bytes", 64u64 * 1024 * 1024 * 1024)?;
+            .set_default("max_blob_bytes", 64u64 * 1024 * 1024 * 1024)?
+            .set_default("origins", Vec::<String>::new())?;
         if let Some(path) = &overrides.config_file {
+            check_file_keys(path)?;
             builder = builder.add_source(config::File::from(path.as_path()).required(true));
         }
         let sollol_vars = env
@@ -172,6 +257,7 @@ impl Settings {
                 .try_parsing(true)
                 .list_separator(",")
                 .with_list_parse_key("nodes")
+                .with_list_parse_key("origins")
                 .source(Some(sollol_vars)),
         );
         builder = builder
@@ -227,6 +313,21 @@ impl Settings {
                 return Err(ConfigError::Zero { setting });
             }
         }
+        if !matches!(raw.log_format.as_str(), "text" | "json") {
+            return Err(ConfigError::Invalid {
+                setting: "log_format",
+                message: format!("`{}` is neither `text` nor `json`", raw.log_format),
+            });
+        }
+        if raw
+            .observer_sample_rate
+            .is_some_and(|rate| !(0.0..=1.0).contains(&rate))
+        {
+            return Err(ConfigError::Invalid {
+                setting: "observer_sample_rate",
+                message: "must be between 0 and 1".into(),
+            });
+        }
         Ok(Self {
             bind,
             nodes,
@@ -259,7 +360,23 @@ impl Settings {
             affinity_ttl: Duration::from_secs(raw.affinity_ttl_secs),
             pull_to_all: raw.pull_to_all,
             max_blob_bytes: raw.max_blob_bytes,
+            origins: raw
+                .origins
+                .iter()
+                .map(String::as_str)
+                .chain(
+                    env.get("OLLAMA_ORIGINS")
+                        .into_iter()
+                        .flat_map(|o| o.split(',')),
+                )
+                .map(str::trim)
+                .filter(|o| !o.is_empty())
+                .map(String::from)
+                .collect(),
             worker_env: raw.worker_env,
+            observer_sampling: raw.observer_sampling,
+            observer_sample_rate: raw.observer_sample_rate,
+            observer_max_events: raw.observer_max_events,
         })
     }
 
@@ -267,28 +384,54 @@ impl Settings {
     /// resolved settings they need (so a flag reaches them as surely as a variable), and
     /// the configured `worker_env` entries, which win.
     pub fn worker_snapshot(&self, parent: EnvSnapshot) -> EnvSnapshot {
-        let mut snapshot = parent
-            .with("SOLLOL_NODES", self.nodes.join(","))
-            .with("SOLLOL_STRATEGY", self.strategy.as_str())
-            .with("SOLLOL_APP_NAME", self.app_name.clone())
-            .with(
-                "SOLLOL_HEALTH_INTERVAL_MS",
-                self.health_interval.as_millis().to_string(),
-            )
-            .with(
-                "SOLLOL_CONNECT_TIMEOUT_MS",
-                self.connect_timeout.as_millis().to_string(),
-            )
-            .with("SOLLOL_LOG_FORMAT", self.log_format.clone())
-            .with("SOLLOL_NODE_CAPACITY", self.node_capacity.to_string());
-        snapshot = match &self.redis_url {
-            Some(url) => snapshot.with("SOLLOL_REDIS_URL", url.expose()),
-            None => snapshot.without("SOLLOL_REDIS_URL"),
-        };
+        let mut snapshot = parent;
         for (name, value) in &self.worker_env {
             snapshot = snapshot.with(name.clone(), value.clone());
         }
-        snapshot
+        // The resolved settings win: a worker observes and routes as its gateway does.
+        let owned = [
+            ("SOLLOL_NODES", Some(self.nodes.join(","))),
+            ("SOLLOL_STRATEGY", Some(self.strategy.as_str().to_string())),
+            ("SOLLOL_APP_NAME", Some(self.app_name.clone())),
+            (
+                "SOLLOL_HEALTH_INTERVAL_MS",
+                Some(self.health_interval.as_millis().to_string()),
+            ),
+            (
+                "SOLLOL_HEALTH_TIMEOUT_MS",
+                Some(self.health_timeout.as_millis().to_string()),
+            ),
+            (
+                "SOLLOL_CONNECT_TIMEOUT_MS",
+                Some(self.connect_timeout.as_millis().to_string()),
+            ),
+            ("SOLLOL_LOG_FORMAT", Some(self.log_format.clone())),
+            ("SOLLOL_NODE_CAPACITY", Some(self.node_capacity.to_string())),
+            (
+                "SOLLOL_OBSERVER_SAMPLING",
+                self.observer_sampling.map(|v| v.to_string()),
+            ),
+            (
+                "SOLLOL_OBSERVER_SAMPLE_RATE",
+                self.observer_sample_rate.map(|v| v.to_string()),
+            ),
+            (
+                "SOLLOL_OBSERVER_MAX_EVENTS",
+                self.observer_max_events.map(|v| v.to_string()),
+            ),
+        ];
+        for (name, value) in owned {
+            if self.worker_env.contains_key(name) {
+                tracing::warn!(variable = name, "worker_env cannot override a setting sollol passes to workers itself; ignoring it");
+            }
+            if let Some(value) = value {
+                snapshot = snapshot.with(name, value);
+            }
+        }
+        match &self.redis_url {
+            Some(url) => snapshot.with("SOLLOL_REDIS_URL", url.expose()),
+            None => snapshot.without("SOLLOL_REDIS_URL"),
+        }
     }
 }
 
@@ -367,6 +510,56 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("workers"), "{err}");
+    }
+
+    #[test]
+    fn unknown_file_settings_and_bad_formats_are_refused() {
+        let dir = std::env::temp_dir().join(format!("sollol-config-typo-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let file = dir.join("typo.toml");
+        std::fs::write(&file, "workerz = 4\n").expect("write");
+        let overrides = Overrides {
+            config_file: Some(file),
+            ..Overrides::default()
+        };
+        let err = Settings::load(&env(&[]), &overrides)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown setting `workerz`"), "{err}");
+        let err = Settings::load(
+            &env(&[("SOLLOL_LOG_FORMAT", "yaml")]),
+            &Overrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("log_format"), "{err}");
+    }
+
+    #[test]
+    fn file_observer_settings_reach_the_workers() {
+        let dir =
+            std::env::temp_dir().join(format!("sollol-config-observer-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let file = dir.join("observer.toml");
+        std::fs::write(
+            &file,
+            "observer_sampling = false\n[worker_env]\nSOLLOL_APP_NAME = \"sneaky\"\n",
+        )
+        .expect("write");
+        let overrides = Overrides {
+            config_file: Some(file),
+            app_name: Some("flag".into()),
+            ..Overrides::default()
+        };
+        let settings = Settings::load(&env(&[]), &overrides).expect("loads");
+        assert_eq!(settings.observer_sampling, Some(false));
+        let snapshot = settings.worker_snapshot(env(&[]));
+        assert_eq!(snapshot.get("SOLLOL_OBSERVER_SAMPLING"), Some("false"));
+        assert_eq!(
+            snapshot.get("SOLLOL_APP_NAME"),
+            Some("flag"),
+            "the flag wins over worker_env"
+        );
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use actix::prelude::*;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::{Map, Value};
 use sollol_actors::event::Event;
 use sollol_actors::model_name::normalize_model;
 use sollol_actors::node::{
@@ -67,10 +67,20 @@ impl Embedder {
         Self { router, observer }
     }
 
-    /// Embeds `inputs` with `model` on one node; one vector per input, in order.
-    pub async fn embed(&self, model: &str, inputs: &[Value]) -> Result<Vec<Value>, EmbedError> {
-        let body = serde_json::to_vec(&json!({ "model": model, "input": inputs }))
-            .map_err(|err| EmbedError::new(500, err.to_string()))?;
+    /// Embeds `inputs` with `model` on one node; one vector per input, in order. `extra`
+    /// holds the other fields of `/api/embed` (`dimensions`, `truncate`, `options`,
+    /// `keep_alive`).
+    pub async fn embed(
+        &self,
+        model: &str,
+        inputs: &[Value],
+        extra: &Map<String, Value>,
+    ) -> Result<Vec<Value>, EmbedError> {
+        let mut request = extra.clone();
+        request.insert("model".into(), model.into());
+        request.insert("input".into(), Value::Array(inputs.to_vec()));
+        let body =
+            serde_json::to_vec(&request).map_err(|err| EmbedError::new(500, err.to_string()))?;
         let weight = 1.0 + body.len() as f64 / 4096.0;
         let mut pick = PickNode {
             kind: RequestKind::Embed,

@@ -5,6 +5,7 @@
 //! actix-web server on an already-bound loopback listener. [`RunningGateway::run`] serves
 //! until a signal, then stops workers in order and flushes what waits for Redis.
 
+pub mod access;
 mod aggregate;
 mod batch;
 mod blobs;
@@ -127,9 +128,15 @@ pub async fn start(
         &telemetry,
         workers.clone(),
     ));
+    let access = web::Data::new(Arc::new(access::AccessPolicy::new(
+        &settings.bind,
+        settings.origins.clone(),
+    )));
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
+            .app_data(access.clone())
+            .wrap(actix_web::middleware::from_fn(access::guard))
             .configure(routes::configure)
     })
     .shutdown_timeout(10)

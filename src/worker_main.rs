@@ -22,7 +22,13 @@ use crate::embed::Embedder;
 #[derive(Debug, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Job {
-    Embed { model: String, input: Vec<Value> },
+    Embed {
+        model: String,
+        input: Vec<Value>,
+        /// Other `/api/embed` fields (`dimensions`, `truncate`, `options`, `keep_alive`).
+        #[serde(default)]
+        extra: serde_json::Map<String, Value>,
+    },
 }
 
 struct Jobs {
@@ -42,10 +48,14 @@ impl Jobs {
         let job: Job =
             serde_json::from_value(payload).map_err(|err| format!("invalid job: {err}"))?;
         match job {
-            Job::Embed { model, input } => {
+            Job::Embed {
+                model,
+                input,
+                extra,
+            } => {
                 let vectors = self
                     .embedder
-                    .embed(&model, &input)
+                    .embed(&model, &input, &extra)
                     .await
                     .map_err(|err| err.message)?;
                 Ok(json!({ "embeddings": vectors }))

@@ -444,3 +444,237 @@ async fn the_demo_serves_chat_and_batch_work() {
     let nodes = get_json(&format!("{}/sollol/nodes", demo.url)).await;
     assert_eq!(nodes["nodes"].as_array().map(Vec::len), Some(3));
 }
+
+#[actix_rt::test]
+async fn foreign_hosts_and_origins_are_refused_like_ollama_does() {
+    let a = sim_node("llama3.2", &[]);
+    let gw = gateway(
+        &[&a],
+        &["--workers", "0"],
+        &[("OLLAMA_ORIGINS", "https://chat.example.com")],
+    );
+    let tags = format!("{}/api/tags", gw.url);
+    let foreign = client()
+        .get(&tags)
+        .header("host", "attacker.example:8000")
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(foreign.status(), 403);
+    assert_eq!(foreign.text().await.expect("body"), "");
+    let evil = client()
+        .get(&tags)
+        .header("origin", "http://evil.example")
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(evil.status(), 403);
+
+    let local = client()
+        .get(&tags)
+        .header("origin", "http://localhost:3000")
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(local.status(), 200);
+    assert_eq!(
+        header(&local, "access-control-allow-origin"),
+        "http://localhost:3000"
+    );
+    let configured = client()
+        .get(&tags)
+        .header("origin", "https://chat.example.com")
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(configured.status(), 200);
+
+    let preflight = client()
+        .request(reqwest::Method::OPTIONS, format!("{}/api/chat", gw.url))
+        .header("origin", "http://localhost:3000")
+        .header("access-control-request-method", "POST")
+        .send()
+        .await
+        .expect("OPTIONS");
+    assert_eq!(preflight.status(), 204);
+    assert!(header(&preflight, "access-control-allow-methods").contains("POST"));
+}
+
+#[actix_rt::test]
+async fn model_changes_through_the_gateway_are_seen_at_once() {
+    let a = sim_node("llama3.2", &[]);
+    let b = sim_node("llama3.2", &[]);
+    // Slow checks: only the gateway's own bookkeeping can explain what follows.
+    let gw = gateway(
+        &[&a, &b],
+        &["--workers", "0"],
+        &[("SOLLOL_HEALTH_INTERVAL_MS", "60000")],
+    );
+    let pulled = post(
+        &format!("{}/api/pull", gw.url),
+        r#"{"model":"mistral","stream":false}"#,
+    )
+    .await;
+    assert_eq!(pulled.status(), 200);
+    let generate = post(
+        &format!("{}/api/generate", gw.url),
+        r#"{"model":"mistral","prompt":"hi","stream":false}"#,
+    )
+    .await;
+    assert_eq!(
+        generate.status(),
+        200,
+        "the pulled model is routable at once"
+    );
+
+    let copied = post(
+        &format!("{}/api/copy", gw.url),
+        r#"{"source":"llama3.2","destination":"llama3-backup"}"#,
+    )
+    .await;
+    assert_eq!(copied.status(), 200);
+    let delete = client()
+        .delete(format!("{}/api/delete", gw.url))
+        .body(r#"{"model":"llama3-backup"}"#)
+        .send()
+        .await
+        .expect("DELETE");
+    assert_eq!(delete.status(), 200);
+
+    // A model on both nodes is deleted from both.
+    let everywhere = client()
+        .delete(format!("{}/api/delete", gw.url))
+        .body(r#"{"name":"llama3.2"}"#)
+        .send()
+        .await
+        .expect("DELETE");
+    assert_eq!(everywhere.status(), 200);
+    let nodes = header(&everywhere, "x-sollol-node");
+    assert!(
+        nodes.contains(&a.key()) && nodes.contains(&b.key()),
+        "{nodes}"
+    );
+    for node in [&a, &b] {
+        let tags = get_json(&format!("{}/api/tags", node.url)).await;
+        assert!(!tags["models"]
+            .as_array()
+            .expect("models")
+            .iter()
+            .any(|m| m["model"] == "llama3.2:latest"));
+    }
+    let gone = post(
+        &format!("{}/api/generate", gw.url),
+        r#"{"model":"llama3.2","prompt":"hi"}"#,
+    )
+    .await;
+    assert_eq!(gone.status(), 404);
+}
+
+#[actix_rt::test]
+async fn names_slashes_and_wording_match_ollama() {
+    let a = sim_node("llama3.2,nomic-embed-text", &[]);
+    let gw = gateway(&[&a], &["--workers", "0"], &[]);
+    for name in [
+        "library/llama3.2",
+        "registry.ollama.ai/library/llama3.2:latest",
+        "LLAMA3.2",
+    ] {
+        let body = serde_json::json!({ "model": name }).to_string();
+        assert_eq!(
+            post(&format!("{}/api/show", gw.url), &body).await.status(),
+            200,
+            "{name}"
+        );
+    }
+    let no_redirects = reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let slash = no_redirects
+        .get(format!("{}/api/tags/", gw.url))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(slash.status(), 301);
+    assert_eq!(header(&slash, "location"), "/api/tags");
+    let slash = no_redirects
+        .post(format!("{}/api/chat/", gw.url))
+        .body("{}")
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(slash.status(), 307);
+
+    let messages = [
+        (
+            "/api/show",
+            r#"{"model":"nope"}"#,
+            "model 'nope:latest' not found",
+        ),
+        (
+            "/api/embed",
+            r#"{"model":"nope","input":"x"}"#,
+            "model \"nope\" not found, try pulling it first",
+        ),
+        (
+            "/api/generate",
+            r#"{"model":"","prompt":"x"}"#,
+            "model '' not found",
+        ),
+    ];
+    for (path, body, expected) in messages {
+        let response = post(&format!("{}{path}", gw.url), body).await;
+        assert_eq!(response.status(), 404, "{path}");
+        assert_eq!(
+            response.json::<Value>().await.expect("json")["error"],
+            expected
+        );
+    }
+    let trailing = post(
+        &format!("{}/api/show", gw.url),
+        "{\"model\":\"llama3.2\"} trailing",
+    )
+    .await;
+    assert_eq!(
+        trailing.status(),
+        200,
+        "data after the JSON value is ignored, as by Go's decoder"
+    );
+
+    let batch = post(
+        &format!("{}/sollol/batch/embed", gw.url),
+        r#"{"model":"nomic-embed-text","input":["a","b"],"dimensions":4}"#,
+    )
+    .await;
+    let body: Value = batch.json().await.expect("json");
+    assert_eq!(
+        body["embeddings"][0].as_array().map(Vec::len),
+        Some(4),
+        "dimensions reach the node"
+    );
+}
+
+#[actix_rt::test]
+async fn idle_connections_closed_by_a_node_do_not_take_it_down() {
+    // The simulated node closes idle connections after 5 s, as many servers do; the
+    // health checks run every second, so they meet closed pooled connections often.
+    let a = sim_node("llama3.2", &[]);
+    let gw = gateway(
+        &[&a],
+        &["--workers", "0"],
+        &[("SOLLOL_HEALTH_INTERVAL_MS", "1000")],
+    );
+    actix_rt::time::sleep(Duration::from_secs(12)).await;
+    let stats = get_json(&format!("{}/sollol/stats", gw.url)).await;
+    assert_eq!(
+        stats["observer"]["events_by_type"]["node_status_change"], 1,
+        "only unknown to healthy: {stats}"
+    );
+    let response = post(
+        &format!("{}/api/generate", gw.url),
+        r#"{"model":"llama3.2","prompt":"hi","stream":false}"#,
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+}

@@ -4,6 +4,12 @@
 /// The form used to compare model names across nodes and requests.
 pub fn normalize_model(name: &str) -> String {
     let lower = name.trim().to_ascii_lowercase();
+    // The default registry and namespace may be spelled out or left off.
+    let lower = lower
+        .strip_prefix("registry.ollama.ai/")
+        .unwrap_or(&lower)
+        .to_string();
+    let lower = lower.strip_prefix("library/").unwrap_or(&lower).to_string();
     let last_segment = lower.rsplit('/').next().unwrap_or(&lower);
     if last_segment.contains(':') {
         lower
@@ -25,5 +31,10 @@ mod tests {
             "host:5000/ns/model:latest"
         );
         assert_eq!(normalize_model("ns/model:q4"), "ns/model:q4");
+        assert_eq!(normalize_model("library/llama3.2"), "llama3.2:latest");
+        assert_eq!(
+            normalize_model("registry.ollama.ai/library/llama3.2:latest"),
+            "llama3.2:latest"
+        );
     }
 }

@@ -153,6 +153,8 @@ pub struct RedisPublisher {
     /// True while a pipeline is being written; batches go one at a time to keep order.
     writing: bool,
     reconnect_delay: Duration,
+    /// An outage was already reported; retries stay quiet until Redis is back.
+    warned_down: bool,
     backlog: VecDeque<Publish>,
     stats: PublisherStats,
 }
@@ -170,6 +172,7 @@ impl RedisPublisher {
         };
         Ok(Self {
             reconnect_delay: Duration::from_millis(100),
+            warned_down: false,
             client,
             connection: None,
             connecting: false,
@@ -199,11 +202,22 @@ impl RedisPublisher {
                 tracing::info!(url = %act.config.url, backlog = act.backlog.len(), "connected to redis");
                 act.connection = Some(connection);
                 act.connecting = false;
+                act.warned_down = false;
                 act.reconnect_delay = Duration::from_millis(100);
                 act.stats.reconnects += 1;
                 act.flush(ctx);
             }
+            Err(err) if act.warned_down => {
+                tracing::debug!(url = %act.config.url, error = %err, "redis still unreachable");
+                let delay = act.reconnect_delay;
+                act.reconnect_delay = (delay * 2).min(act.config.max_reconnect_delay);
+                ctx.run_later(delay, |act, ctx| {
+                    act.connecting = false;
+                    act.connect(ctx);
+                });
+            }
             Err(err) => {
+                act.warned_down = true;
                 tracing::warn!(
                     url = %act.config.url,
                     retry_in_ms = act.reconnect_delay.as_millis() as u64,
@@ -346,6 +360,9 @@ impl Handler<Flush> for RedisPublisher {
         let Some(mut connection) = self.connection.clone() else {
             return Box::pin(fut::ready(0));
         };
+        if self.backlog.is_empty() {
+            return Box::pin(fut::ready(0));
+        }
         let batch: Vec<Publish> = self.backlog.drain(..).collect();
         let pipeline = build_pipeline(&batch);
         let write = async move { pipeline.query_async::<()>(&mut connection).await };

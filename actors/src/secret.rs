@@ -43,6 +43,37 @@ impl fmt::Debug for RedactedUrl {
 /// password (`redis://token@host`) hides the user name, since some services take the
 /// token there.
 pub fn redact_url(url: &str) -> String {
+    redact_query(&redact_userinfo(url))
+}
+
+/// Hides the values of query parameters that carry secrets
+/// (`redis+unix:///run/redis.sock?db=0&pass=...`).
+fn redact_query(url: &str) -> String {
+    let Some((base, query)) = url.split_once('?') else {
+        return url.to_string();
+    };
+    let (query, fragment) = match query.split_once('#') {
+        Some((query, fragment)) => (query, Some(fragment)),
+        None => (query, None),
+    };
+    let pairs: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((name, _)) if is_secret_name(name) || name.eq_ignore_ascii_case("pass") => {
+                format!("{name}={REDACTED}")
+            }
+            _ => pair.to_string(),
+        })
+        .collect();
+    let mut redacted = format!("{base}?{}", pairs.join("&"));
+    if let Some(fragment) = fragment {
+        redacted.push('#');
+        redacted.push_str(fragment);
+    }
+    redacted
+}
+
+fn redact_userinfo(url: &str) -> String {
     let Some(scheme_end) = url.find("://") else {
         return url.to_string();
     };
@@ -104,6 +135,14 @@ mod tests {
         assert_eq!(redact_url("https://tok@h/p?q=1"), "https://***@h/p?q=1");
         assert_eq!(redact_url("http://h:1/a@b"), "http://h:1/a@b");
         assert_eq!(redact_url("not a url"), "not a url");
+        assert_eq!(
+            redact_url("redis+unix:///tmp/x.sock?db=0&pass=SECRET"),
+            "redis+unix:///tmp/x.sock?db=0&pass=***"
+        );
+        assert_eq!(
+            redact_url("http://h/p?password=x&token=y&a=1"),
+            "http://h/p?password=***&token=***&a=1"
+        );
     }
 
     #[test]

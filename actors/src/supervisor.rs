@@ -33,7 +33,7 @@ use tokio::sync::oneshot;
 use crate::env_snapshot::EnvSnapshot;
 use crate::event::{Event, EventType, Severity};
 use crate::observer::Emit;
-use crate::worker::actor::{JobError, Retire, RunJob, WorkerActor, WorkerReport};
+use crate::worker::actor::{JobError, Kill, Retire, RunJob, WorkerActor, WorkerReport};
 use crate::worker::launcher::{ChildSpec, ExitReason, Launcher, Restart};
 use crate::worker::WORKER_ID_VAR;
 
@@ -138,11 +138,16 @@ struct Job {
     reply: oneshot::Sender<Result<Value, JobError>>,
 }
 
-/// A job handed to a worker, and where.
+/// A job handed to a worker, and where and when.
 struct RunningJob {
     job: Job,
     slot: usize,
+    started: Instant,
 }
+
+/// A worker that held a job at least this long past its deadline without answering is
+/// presumed stuck and replaced.
+const STUCK_AFTER: Duration = Duration::from_secs(5);
 
 pub struct Supervisor {
     spec: Arc<ChildSpec>,
@@ -445,7 +450,14 @@ impl Supervisor {
         let id = job.id;
         self.slots[index].running += 1;
         self.slots[index].isolated = job.deaths > 0;
-        self.running.insert(id, RunningJob { job, slot: index });
+        self.running.insert(
+            id,
+            RunningJob {
+                job,
+                slot: index,
+                started: Instant::now(),
+            },
+        );
         ctx.spawn(
             worker
                 .send(run)
@@ -463,7 +475,12 @@ impl Supervisor {
     }
 
     fn finish_job(&mut self, id: u64, outcome: Result<Value, JobError>, ctx: &mut Context<Self>) {
-        let Some(RunningJob { mut job, slot }) = self.running.remove(&id) else {
+        let Some(RunningJob {
+            mut job,
+            slot,
+            started,
+        }) = self.running.remove(&id)
+        else {
             return;
         };
         if let Some(slot) = self.slots.get_mut(slot) {
@@ -486,6 +503,22 @@ impl Supervisor {
                 }
             }
             Err(JobError::NotAccepting(_)) => self.queue.push_front(job),
+            Err(JobError::TimedOut(limit)) => {
+                // A worker that leaves a job unanswered past its deadline is presumed stuck
+                // (a stopped process answers nothing): replace it.
+                let held_long = started.elapsed() >= STUCK_AFTER;
+                if let Some(worker) = self
+                    .slots
+                    .get(slot)
+                    .and_then(|s| s.worker.clone())
+                    .filter(|_| held_long)
+                {
+                    worker.do_send(Kill(format!(
+                        "a job got no answer within {limit:?}; the worker is presumed stuck"
+                    )));
+                }
+                let _ = job.reply.send(Err(JobError::TimedOut(limit)));
+            }
             other => {
                 let _ = job.reply.send(other);
             }

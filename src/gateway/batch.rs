@@ -21,6 +21,9 @@ struct BatchEmbedRequest {
     model: Option<String>,
     #[serde(default)]
     input: Option<Value>,
+    /// `dimensions`, `truncate`, `options`, `keep_alive`: passed on to every chunk.
+    #[serde(flatten)]
+    extra: serde_json::Map<String, Value>,
 }
 
 pub async fn embed(
@@ -48,6 +51,7 @@ async fn run(state: &AppState, body: &[u8]) -> Result<HttpResponse, GatewayError
         .model
         .filter(|m| !m.trim().is_empty())
         .ok_or_else(|| GatewayError::bad_request("model is required"))?;
+    let extra = request.extra;
     let inputs = match request.input {
         Some(Value::String(text)) => vec![Value::String(text)],
         Some(Value::Array(items)) if items.iter().all(Value::is_string) => items,
@@ -112,10 +116,12 @@ async fn run(state: &AppState, body: &[u8]) -> Result<HttpResponse, GatewayError
         let workers = workers.clone();
         let embedder = embedder.clone();
         let model = model.clone();
+        let extra = extra.clone();
         async move {
             let outcome = match &workers {
                 Some(handle) => {
-                    let payload = json!({ "op": "embed", "model": model, "input": chunk });
+                    let payload =
+                        json!({ "op": "embed", "model": model, "input": chunk, "extra": extra });
                     handle
                         .run(payload, Some(timeout))
                         .await
@@ -125,7 +131,7 @@ async fn run(state: &AppState, body: &[u8]) -> Result<HttpResponse, GatewayError
                         })
                         .and_then(|value| vectors_of(value, chunk.len()))
                 }
-                None => embedder.embed(&model, &chunk).await,
+                None => embedder.embed(&model, &chunk, &extra).await,
             };
             outcome.map_err(|err| (first, err))
         }

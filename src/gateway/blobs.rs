@@ -62,6 +62,7 @@ async fn forward_blob(
         weight: 1.0,
         streaming: false,
         priority: controls.priority.unwrap_or(DEFAULT_PRIORITY),
+        adds_model: None,
     };
     let pick = PickNode {
         node: controls

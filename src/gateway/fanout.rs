@@ -146,6 +146,70 @@ pub async fn unload(routed: &Routed<'_>, body: Bytes) -> Result<HttpResponse, Ga
     Ok(response.body(first.body.clone()))
 }
 
+/// `DELETE /api/delete`: from every node that has the model. Succeeds when every node
+/// that had it deleted it; the inventory forgets the model on those nodes at once.
+pub async fn delete_everywhere(
+    routed: &Routed<'_>,
+    body: Bytes,
+) -> Result<HttpResponse, GatewayError> {
+    let model = normalize_model(&routed.model_label);
+    let targets: Vec<NodeHandle> = routed
+        .state
+        .nodes
+        .iter()
+        .filter(|n| n.has_model(&model))
+        .cloned()
+        .collect();
+    if targets.is_empty() {
+        return Err(GatewayError::new(
+            StatusCode::NOT_FOUND,
+            format!("model '{}' not found", routed.model_label),
+        ));
+    }
+    let replies =
+        futures_util::future::join_all(targets.iter().map(|node| send_to(routed, node, &body)))
+            .await;
+    let mut deleted = Vec::new();
+    let mut failures = Vec::new();
+    for (node, reply) in targets.iter().zip(&replies) {
+        match reply {
+            Ok(reply) if (200..300).contains(&reply.status) || reply.status == 404 => {
+                node.remove_model(&routed.model_label);
+                deleted.push(node.key().to_string());
+            }
+            Ok(reply) => failures.push(format!(
+                "node {}: HTTP {} {}",
+                reply.node,
+                reply.status,
+                String::from_utf8_lossy(&reply.body)
+            )),
+            Err(err) => failures.push(err.clone()),
+        }
+    }
+    report_selection(
+        routed,
+        &deleted,
+        format!(
+            "delete: sent to the {} node(s) holding the model",
+            targets.len()
+        ),
+    );
+    if !failures.is_empty() {
+        return Err(GatewayError::bad_gateway(format!(
+            "delete failed on {} of {} node(s): {}",
+            failures.len(),
+            targets.len(),
+            failures.join("; ")
+        )));
+    }
+    routed.state.count(deleted.first().map(String::as_str), 200);
+    let mut response = HttpResponse::Ok();
+    if let Ok(value) = HeaderValue::from_str(&deleted.join(",")) {
+        response.insert_header((NODE_HEADER, value));
+    }
+    Ok(response.finish())
+}
+
 /// `/api/pull` onto every healthy node. Streamed, each node's progress lines carry a
 /// `node` field and one `{"status":"success"}` ends the stream once every node has the
 /// model; otherwise an `{"error":...}` line names the nodes that failed.
@@ -187,6 +251,9 @@ pub async fn pull_everywhere(
             })
             .collect();
         if failures.is_empty() {
+            for node in &targets {
+                node.add_model(&routed.model_label);
+            }
             return Ok(HttpResponse::Ok()
                 .insert_header((header::CONTENT_TYPE, "application/json"))
                 .insert_header((NODE_HEADER, names.join(",")))

@@ -131,6 +131,8 @@ pub struct Routed<'a> {
     pub weight: f64,
     pub streaming: bool,
     pub priority: u8,
+    /// A model the serving node has once the request succeeds (pull, create, copy).
+    pub adds_model: Option<String>,
 }
 
 async fn forward_inner(
@@ -147,10 +149,18 @@ async fn forward_inner(
             stream: Some(false),
             ..RequestInfo::default()
         },
+        // A GET (`/api/status`) has no body to read.
+        ModelRule::AnyNode if body.is_empty() => RequestInfo::default(),
         _ => sniff(&body)?,
     };
     if spec.model == ModelRule::Required && info.model.is_none() {
-        return Err(GatewayError::bad_request("model is required"));
+        // Ollama's generate and embed report an empty name as an unknown model.
+        return Err(match request.path() {
+            "/api/generate" | "/api/embed" => {
+                GatewayError::new(StatusCode::NOT_FOUND, "model '' not found")
+            }
+            _ => GatewayError::bad_request("model is required"),
+        });
     }
     let path = request.path();
     let kind = request_kind(path);
@@ -167,6 +177,11 @@ async fn forward_inner(
             .priority
             .or(info.priority)
             .unwrap_or(DEFAULT_PRIORITY),
+        adds_model: match path {
+            "/api/pull" | "/api/create" => info.model.clone(),
+            "/api/copy" => info.destination.clone(),
+            _ => None,
+        },
     };
 
     let is_load_call =
@@ -176,6 +191,9 @@ async fn forward_inner(
     }
     if path == "/api/pull" && state.settings.pull_to_all && controls.node.is_none() {
         return fanout::pull_everywhere(&routed, body).await;
+    }
+    if path == "/api/delete" && controls.node.is_none() {
+        return fanout::delete_everywhere(&routed, body).await;
     }
 
     let pinned = controls
@@ -251,7 +269,11 @@ pub async fn send_with_failover(
                 if let Some(reply) = failed_reply {
                     return Ok(failed_reply_response(reply));
                 }
-                return Err(route_error(err, last_failure));
+                let mut error = route_error(err, last_failure);
+                if error.status == StatusCode::NOT_FOUND {
+                    error.message = not_found_message(routed.request.path(), &routed.model_label);
+                }
+                return Err(error);
             }
             Err(_) => return Err(GatewayError::bad_gateway("the router has stopped")),
         };
@@ -427,6 +449,18 @@ pub(super) async fn read_body(
     Ok(body.freeze())
 }
 
+/// Ollama's wording for an unknown model, which differs by route.
+pub fn not_found_message(path: &str, model: &str) -> String {
+    match path {
+        "/api/show" => format!("model '{}' not found", normalize_model(model)),
+        "/api/embed" | "/api/embeddings" => {
+            format!("model \"{model}\" not found, try pulling it first")
+        }
+        "/api/copy" => format!("model \"{model}\" not found"),
+        _ => format!("model '{model}' not found"),
+    }
+}
+
 pub fn route_error(err: RouteError, last_failure: Option<String>) -> GatewayError {
     let retry_after = err.retry_after();
     let mut error = match err {
@@ -450,6 +484,7 @@ pub fn route_error(err: RouteError, last_failure: Option<String>) -> GatewayErro
 /// Everything needed to report a request once its response is done.
 pub struct Completion {
     state: Arc<AppState>,
+    adds_model: Option<String>,
     node: NodeHandle,
     in_flight: InFlight,
     outcome: RequestOutcome,
@@ -484,6 +519,7 @@ impl Completion {
         routed.state.observer.do_send(EmitRouting(selected));
         Self {
             state: routed.state.clone().into_inner(),
+            adds_model: routed.adds_model.clone(),
             node: lease.node.clone(),
             outcome: outcome(
                 routed,
@@ -527,6 +563,9 @@ impl Completion {
             Outcome::Completed => OutcomeKind::Success,
         };
         self.node.record(&self.outcome);
+        if let (Some(model), OutcomeKind::Success) = (&self.adds_model, &self.outcome.kind_of_end) {
+            self.node.add_model(model);
+        }
         self.state.observer.do_send(Emit(event));
         self.state.count(Some(key), status);
         drop(self.in_flight);

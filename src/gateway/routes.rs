@@ -18,6 +18,7 @@ const INFERENCE: RouteSpec = RouteSpec::native(ModelRule::Required, true);
 const SINGLE_REPLY: RouteSpec = RouteSpec::native(ModelRule::Required, false);
 const ANY_NODE_PROGRESS: RouteSpec = RouteSpec::native(ModelRule::AnyNode, true);
 const OPENAI: RouteSpec = RouteSpec::openai(ModelRule::Required);
+const ANY_NODE_GET: RouteSpec = RouteSpec::native(ModelRule::AnyNode, false);
 const OPENAI_MODEL_IN_PATH: RouteSpec = RouteSpec::openai(ModelRule::FromPath);
 
 pub fn configure(config: &mut web::ServiceConfig) {
@@ -68,6 +69,9 @@ pub fn configure(config: &mut web::ServiceConfig) {
         )
         .service(routed("/v1/chat/completions", web::post(), OPENAI, "POST"))
         .service(routed("/v1/completions", web::post(), OPENAI, "POST"))
+        .service(routed("/v1/responses", web::post(), OPENAI, "POST"))
+        .service(routed("/v1/messages", web::post(), OPENAI, "POST"))
+        .service(routed("/api/status", web::get(), ANY_NODE_GET, "GET"))
         .service(routed("/v1/embeddings", web::post(), OPENAI, "POST"))
         .service(
             web::resource("/v1/models")
@@ -80,10 +84,26 @@ pub fn configure(config: &mut web::ServiceConfig) {
             OPENAI_MODEL_IN_PATH,
             "GET",
         ))
-        .service(web::resource("/sollol/health").route(web::get().to(own::health)))
-        .service(web::resource("/sollol/nodes").route(web::get().to(own::nodes)))
-        .service(web::resource("/sollol/workers").route(web::get().to(own::workers)))
-        .service(web::resource("/sollol/stats").route(web::get().to(own::stats)))
+        .service(
+            web::resource("/sollol/health")
+                .route(web::get().to(own::health))
+                .default_service(not_allowed("GET")),
+        )
+        .service(
+            web::resource("/sollol/nodes")
+                .route(web::get().to(own::nodes))
+                .default_service(not_allowed("GET")),
+        )
+        .service(
+            web::resource("/sollol/workers")
+                .route(web::get().to(own::workers))
+                .default_service(not_allowed("GET")),
+        )
+        .service(
+            web::resource("/sollol/stats")
+                .route(web::get().to(own::stats))
+                .default_service(not_allowed("GET")),
+        )
         .service(
             web::resource("/sollol/batch/embed")
                 .route(web::post().to(batch::embed))
@@ -108,7 +128,25 @@ async fn root() -> HttpResponse {
         .body("Ollama is running")
 }
 
-async fn not_found() -> HttpResponse {
+/// Ollama's router redirects a path with a trailing slash (301 for GET, 307 otherwise,
+/// so the body is sent again); anything else unknown is its plain 404 page.
+async fn not_found(request: HttpRequest) -> HttpResponse {
+    let path = request.path();
+    if path.len() > 1 && path.ends_with('/') {
+        let mut location = path.trim_end_matches('/').to_string();
+        if !request.query_string().is_empty() {
+            location.push('?');
+            location.push_str(request.query_string());
+        }
+        let mut redirect = if request.method() == actix_web::http::Method::GET {
+            HttpResponse::MovedPermanently()
+        } else {
+            HttpResponse::TemporaryRedirect()
+        };
+        return redirect
+            .insert_header((header::LOCATION, location))
+            .finish();
+    }
     HttpResponse::NotFound()
         .insert_header((header::CONTENT_TYPE, "text/plain"))
         .body("404 page not found")

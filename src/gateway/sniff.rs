@@ -25,6 +25,8 @@ struct Fields<'a> {
     name: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     source: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    destination: Option<Cow<'a, str>>,
     #[serde(default)]
     stream: Option<bool>,
     #[serde(borrow, default)]
@@ -72,13 +74,17 @@ pub struct RequestInfo {
     pub continues: bool,
     /// Blob digests a create request uses.
     pub blob_digests: Vec<String>,
+    /// The new name of a copy.
+    pub destination: Option<String>,
 }
 
 pub fn sniff(body: &[u8]) -> Result<RequestInfo, GatewayError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(GatewayError::bad_request("missing request body"));
     }
-    let fields: Fields<'_> = serde_json::from_slice(body).map_err(|err| {
+    // Like Go's decoder, read the first JSON value and ignore what follows it.
+    let mut decoder = serde_json::Deserializer::from_slice(body);
+    let fields: Fields<'_> = serde::Deserialize::deserialize(&mut decoder).map_err(|err| {
         let message = if err.is_data() {
             format!("invalid request body: {err}")
         } else {
@@ -100,6 +106,7 @@ pub fn sniff(body: &[u8]) -> Result<RequestInfo, GatewayError> {
         (Some(prompt), None) => prompt.is_empty(),
         (None, None) => true,
     };
+    let destination = fields.destination.clone().map(Cow::into_owned);
     let model = fields
         .model
         .or(fields.name)
@@ -117,6 +124,7 @@ pub fn sniff(body: &[u8]) -> Result<RequestInfo, GatewayError> {
             .map(|p| p.clamp(1.0, 10.0) as u8),
         conversation,
         continues,
+        destination,
         blob_digests: fields
             .files
             .map(|files| files.into_values().map(Cow::into_owned).collect())

@@ -12,6 +12,8 @@ pub enum NodeUrlError {
     Invalid(String),
     #[error("node address `{0}` uses https, which this build does not support; use http")]
     HttpsUnsupported(String),
+    #[error("node address `{0}` has an unsupported scheme; use http://host:port")]
+    UnsupportedScheme(String),
 }
 
 /// Parses `host`, `host:port`, `:port` or `http://host[:port][/path]`.
@@ -25,6 +27,9 @@ pub fn parse_node_url(text: &str) -> Result<Url, NodeUrlError> {
     }
     if text.starts_with("https://") {
         return Err(NodeUrlError::HttpsUnsupported(text.to_string()));
+    }
+    if text.contains("://") && !text.starts_with("http://") {
+        return Err(NodeUrlError::UnsupportedScheme(text.to_string()));
     }
     let with_scheme = if text.starts_with("http://") {
         text.to_string()

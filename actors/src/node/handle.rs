@@ -90,6 +90,8 @@ struct NodeState {
     stats: HashMap<(String, RequestKind), ModelStats>,
     /// Cold loads in flight, per model.
     loading: HashMap<String, usize>,
+    /// Health checks failed in a row.
+    failed_checks: u32,
 }
 
 /// What `/sollol/nodes` shows of a node.
@@ -203,6 +205,7 @@ impl NodeHandle {
                 breaker: Breaker::new(limits.breaker),
                 stats: HashMap::new(),
                 loading: HashMap::new(),
+                failed_checks: 0,
             }),
             observer,
             release_hook: OnceLock::new(),
@@ -348,6 +351,20 @@ impl NodeHandle {
 
     pub fn has_model_named(&self, model: &str) -> bool {
         self.has_model(&normalize_model(model))
+    }
+
+    /// Records that the node now has `model` (after a pull, copy or create through the
+    /// gateway), ahead of the next check.
+    pub fn add_model(&self, model: &str) {
+        self.write().models.insert(normalize_model(model));
+    }
+
+    /// Records that the node no longer has `model` (after a delete through the gateway).
+    pub fn remove_model(&self, model: &str) {
+        let model = normalize_model(model);
+        let mut state = self.write();
+        state.models.remove(&model);
+        state.loaded.remove(&model);
     }
 
     /// Whether `model` (normalised) is resident in the node's memory.
@@ -498,13 +515,23 @@ impl NodeHandle {
             state.version = version.or(state.version.take());
             state.models = models;
             state.loaded = loaded;
+            state.failed_checks = 0;
         }
         self.set_health(Health::Healthy, "health check passed");
     }
 
-    pub(crate) fn record_check_failure(&self, error: &str) {
-        self.write().last_error = Some(error.to_string());
-        self.set_health(Health::Unhealthy, error);
+    /// A failed check takes the node out if nothing listens there, or if the previous
+    /// check failed too: one lost check is not enough to drop a node that answers.
+    pub(crate) fn record_check_failure(&self, error: &str, refused: bool) {
+        let down = {
+            let mut state = self.write();
+            state.last_error = Some(error.to_string());
+            state.failed_checks += 1;
+            refused || state.failed_checks >= 2 || state.health != Health::Healthy
+        };
+        if down {
+            self.set_health(Health::Unhealthy, error);
+        }
     }
 
     /// Changes the health state and reports a change as a `node_status_change` event.

@@ -131,7 +131,16 @@ struct Version {
 /// Reads inventory (required), residency and version (best effort) and records them.
 /// Returns whether the node answered.
 async fn run_check(node: NodeHandle, timeout: Duration) -> bool {
-    let tags = get_json::<ModelList>(&node, "/api/tags", timeout);
+    let tags = async {
+        // A pooled connection the node closed while idle fails without a word from the
+        // node; one fresh attempt tells that apart from a node that is really gone.
+        match get_json::<ModelList>(&node, "/api/tags", timeout).await {
+            Err(CheckError { refused: false, .. }) => {
+                get_json::<ModelList>(&node, "/api/tags", timeout).await
+            }
+            other => other,
+        }
+    };
     let ps = get_json::<ModelList>(&node, "/api/ps", timeout);
     let version = get_json::<Version>(&node, "/api/version", timeout);
     let (tags, ps, version) = futures_util::join!(tags, ps, version);
@@ -142,9 +151,24 @@ async fn run_check(node: NodeHandle, timeout: Duration) -> bool {
             true
         }
         Err(err) => {
-            tracing::debug!(node = %node.key(), error = %err, "health check failed");
-            node.record_check_failure(&err);
+            tracing::debug!(node = %node.key(), error = %err.message, "health check failed");
+            node.record_check_failure(&err.message, err.refused);
             false
+        }
+    }
+}
+
+struct CheckError {
+    message: String,
+    /// The node refused the connection: nothing listens there.
+    refused: bool,
+}
+
+impl From<String> for CheckError {
+    fn from(message: String) -> Self {
+        Self {
+            message,
+            refused: false,
         }
     }
 }
@@ -153,7 +177,7 @@ async fn get_json<T: serde::de::DeserializeOwned>(
     node: &NodeHandle,
     path: &str,
     timeout: Duration,
-) -> Result<T, String> {
+) -> Result<T, CheckError> {
     let response = node
         .client()
         .get(node.endpoint(path))
@@ -161,16 +185,19 @@ async fn get_json<T: serde::de::DeserializeOwned>(
         .timeout(timeout)
         .send()
         .await
-        .map_err(|err| format!("GET {path}: {}", describe_reqwest_error(&err)))?;
+        .map_err(|err| CheckError {
+            message: format!("GET {path}: {}", describe_reqwest_error(&err)),
+            refused: err.is_connect(),
+        })?;
     let status = response.status();
     if !status.is_success() {
-        return Err(format!("GET {path}: HTTP {}", status.as_u16()));
+        return Err(format!("GET {path}: HTTP {}", status.as_u16()).into());
     }
     let body = response
         .bytes()
         .await
         .map_err(|err| format!("GET {path}: {}", describe_reqwest_error(&err)))?;
-    serde_json::from_slice(&body).map_err(|err| format!("GET {path}: invalid json: {err}"))
+    serde_json::from_slice(&body).map_err(|err| format!("GET {path}: invalid json: {err}").into())
 }
 
 /// A short description of a transport error, with its innermost cause.

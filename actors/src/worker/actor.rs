@@ -71,6 +71,11 @@ pub struct RunJob {
     pub timeout: Option<Duration>,
 }
 
+/// Kills the worker now (it is presumed stuck); the reason is reported with its exit.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Kill(pub String);
+
 /// Asks the worker to finish its jobs and exit; it is killed after the grace period.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
@@ -207,7 +212,7 @@ impl Actor for WorkerActor {
             actix_rt::spawn(async move {
                 let mut lines = BufReader::new(stderr).lines();
                 while let Ok(Some(line)) = lines.next_line().await {
-                    tracing::info!(target: "sollol::worker_log", worker = slot, pid = ?pid, "{line}");
+                    forward_log_line(slot, pid, &line);
                 }
             });
         }
@@ -317,6 +322,14 @@ impl Handler<RunJob> for WorkerActor {
     }
 }
 
+impl Handler<Kill> for WorkerActor {
+    type Result = ();
+
+    fn handle(&mut self, Kill(reason): Kill, _ctx: &mut Self::Context) {
+        self.fail(reason);
+    }
+}
+
 impl Handler<Retire> for WorkerActor {
     type Result = ();
 
@@ -343,5 +356,26 @@ impl Handler<Retire> for WorkerActor {
                 }
             });
         });
+    }
+}
+
+/// Logs a line from a worker's stderr at the level the worker logged it.
+fn forward_log_line(slot: usize, pid: Option<u32>, line: &str) {
+    let pid = pid.unwrap_or_default();
+    let level = line
+        .split_whitespace()
+        .next()
+        .map(|word| word.trim_matches(|c: char| !c.is_ascii_alphabetic()))
+        .unwrap_or_default();
+    let json_level = line
+        .find("\"level\":\"")
+        .map(|at| &line[at + 9..])
+        .and_then(|rest| rest.split('"').next());
+    match json_level.unwrap_or(level) {
+        "ERROR" => tracing::error!(target: "sollol::worker_log", worker = slot, pid, "{line}"),
+        "WARN" => tracing::warn!(target: "sollol::worker_log", worker = slot, pid, "{line}"),
+        "DEBUG" => tracing::debug!(target: "sollol::worker_log", worker = slot, pid, "{line}"),
+        "TRACE" => tracing::trace!(target: "sollol::worker_log", worker = slot, pid, "{line}"),
+        _ => tracing::info!(target: "sollol::worker_log", worker = slot, pid, "{line}"),
     }
 }
