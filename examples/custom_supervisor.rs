@@ -8,13 +8,12 @@
 //!
 //! Run: `cargo run --example custom_supervisor`.
 
-use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
 use sollol::actors::supervisor::{StopWorkers, Supervisor, SupervisorHandle, WorkerState};
-use sollol::actors::worker::child::{is_worker_process, serve_stdio, JobFuture, JobHandler};
+use sollol::actors::worker::child::{run_if_worker, JobFuture, JobHandler};
 use sollol::actors::worker::launcher::{ChildSpec, ProcessLauncher};
 use sollol::actors::EnvSnapshot;
 
@@ -37,12 +36,8 @@ impl JobHandler for CountWords {
 
 fn main() -> std::io::Result<()> {
     // A worker child enters its job loop here, before anything else happens.
-    if is_worker_process() {
-        return actix::System::new().block_on(async {
-            serve_stdio(Rc::new(CountWords), "example")
-                .await
-                .map_err(std::io::Error::other)
-        });
+    if let Some(code) = run_if_worker("example", || CountWords) {
+        std::process::exit(code);
     }
 
     actix::System::new().block_on(async {

@@ -25,6 +25,8 @@ pub enum Command {
     Demo(DemoArgs),
     /// Run a simulated Ollama server (for tests, demos and benchmarks).
     SimNode(SimNodeArgs),
+    /// Embed a file of texts through a running gateway (resumable).
+    Embed(crate::embed_cmd::EmbedArgs),
     /// Internal: the worker-process entry point, started by the gateway's supervisor.
     #[command(hide = true)]
     Worker,

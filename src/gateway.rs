@@ -12,6 +12,7 @@ mod blobs;
 pub mod controls;
 pub mod error;
 mod fanout;
+mod jobs;
 mod own;
 pub mod proxy;
 mod relay;
@@ -167,6 +168,7 @@ impl RunningGateway {
             let _ = tokio::time::timeout(std::time::Duration::from_secs(8), stop).await;
         }
         self.telemetry.flush().await;
+        jobs::BatchJobs::new().clean_up();
         result
     }
 }

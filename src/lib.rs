@@ -7,7 +7,7 @@
 //! - [`gateway`]: the Ollama-compatible HTTP server (proxy, aggregate routes, sollol's
 //!   own `/sollol/*` routes, batch embedding through worker processes).
 //! - [`worker_main`]: what a worker process runs (`sollol worker`).
-//! - [`embed`]: embedding calls sollol makes itself.
+//! - [`embed`]: embedding calls sollol makes itself; [`embed_cmd`]: `sollol embed`.
 //! - [`demo`], [`cli`], [`logging`]: the binary's shell.
 //!
 //! An actix application can embed the gateway ([`gateway::start`]) or use the actors
@@ -20,6 +20,7 @@ pub mod cluster;
 pub mod config;
 pub mod demo;
 pub mod embed;
+pub mod embed_cmd;
 pub mod gateway;
 pub mod logging;
 pub mod timestamp;

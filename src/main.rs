@@ -21,6 +21,9 @@ fn main() -> ExitCode {
             actix::System::new().block_on(demo::run(args))
         }
         Command::SimNode(args) => sim_node(args),
+        Command::Embed(args) => actix::System::new()
+            .block_on(sollol::embed_cmd::run(args))
+            .map_err(|err| err.to_string()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

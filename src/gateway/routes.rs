@@ -10,6 +10,7 @@ use actix_web::{web, HttpRequest, HttpResponse, Route};
 use super::aggregate;
 use super::batch;
 use super::blobs;
+use super::jobs;
 use super::own;
 use super::proxy::{forward, ModelRule, RouteSpec};
 use super::state::AppState;
@@ -102,6 +103,22 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .service(
             web::resource("/sollol/stats")
                 .route(web::get().to(own::stats))
+                .default_service(not_allowed("GET")),
+        )
+        .service(
+            web::resource("/sollol/batch/jobs")
+                .route(web::post().to(jobs::create))
+                .default_service(not_allowed("POST")),
+        )
+        .service(
+            web::resource("/sollol/batch/jobs/{id}")
+                .route(web::get().to(jobs::status))
+                .route(web::delete().to(jobs::cancel))
+                .default_service(not_allowed("GET, DELETE")),
+        )
+        .service(
+            web::resource("/sollol/batch/jobs/{id}/results")
+                .route(web::get().to(jobs::results))
                 .default_service(not_allowed("GET")),
         )
         .service(

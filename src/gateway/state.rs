@@ -26,6 +26,7 @@ pub struct AppState {
     pub counts: Mutex<RequestCounts>,
     /// Which node holds each blob uploaded through the gateway (digest to `host:port`).
     blobs: Mutex<HashMap<String, String>>,
+    pub batch_jobs: super::jobs::BatchJobs,
 }
 
 /// Blobs remembered at most; past this the oldest half is forgotten.
@@ -48,6 +49,7 @@ impl AppState {
             started: Instant::now(),
             counts: Mutex::new(RequestCounts::default()),
             blobs: Mutex::new(HashMap::new()),
+            batch_jobs: super::jobs::BatchJobs::new(),
         }
     }
 

@@ -45,6 +45,45 @@ pub enum WorkerError {
     Frame(#[from] FrameError),
 }
 
+/// The entry point an application calls first thing in `main`: in a worker process it
+/// serves jobs with the handler `make_handler` builds and returns the exit code the
+/// process should end with; in any other process it returns `None` at once and the
+/// normal start carries on.
+///
+/// ```no_run
+/// # use sollol_actors::worker::child::{run_if_worker, JobFuture, JobHandler};
+/// struct Echo;
+/// impl JobHandler for Echo {
+///     fn handle(&self, payload: serde_json::Value) -> JobFuture {
+///         Box::pin(async move { Ok(payload) })
+///     }
+/// }
+/// fn main() {
+///     if let Some(code) = run_if_worker("1.0", || Echo) {
+///         std::process::exit(code);
+///     }
+///     // ... the application's normal start, which may start a supervisor ...
+/// }
+/// ```
+pub fn run_if_worker<H, F>(version: &str, make_handler: F) -> Option<i32>
+where
+    H: JobHandler,
+    F: FnOnce() -> H,
+{
+    if !is_worker_process() {
+        return None;
+    }
+    let handler: Rc<dyn JobHandler> = Rc::new(make_handler());
+    let result = actix::System::new().block_on(serve_stdio(handler, version));
+    Some(match result {
+        Ok(()) => 0,
+        Err(err) => {
+            eprintln!("worker: {err}");
+            1
+        }
+    })
+}
+
 /// Whether this process was started as a worker by a supervisor.
 pub fn is_worker_process() -> bool {
     std::env::var_os(WORKER_ID_VAR).is_some()
