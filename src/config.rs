@@ -83,6 +83,7 @@ struct RawSettings {
     pull_to_all: bool,
     max_blob_bytes: u64,
     origins: Vec<String>,
+    worker_memory_mb: u64,
     #[serde(default)]
     observer_sampling: Option<bool>,
     #[serde(default)]
@@ -129,6 +130,7 @@ const KNOWN_SETTINGS: &[&str] = &[
     "observer_sample_rate",
     "observer_max_events",
     "worker_env",
+    "worker_memory_mb",
 ];
 
 /// The resolved settings of a gateway or worker process.
@@ -181,6 +183,9 @@ pub struct Settings {
     /// Browser origins allowed on top of the local ones (`*` for any); `OLLAMA_ORIGINS`
     /// is read too, as Ollama users set it.
     pub origins: Vec<String>,
+    /// A worker whose resident set grows past this is replaced after its current jobs;
+    /// 0 sets no limit.
+    pub worker_memory_mb: u64,
     /// Extra variables for worker processes, on top of the captured environment.
     pub worker_env: BTreeMap<String, String>,
     /// Observer settings from the file or `SOLLOL_OBSERVER_*`; unset keeps the default.
@@ -240,7 +245,8 @@ impl Settings {
             .set_default("affinity_ttl_secs", 1_800)?
             .set_default("pull_to_all", false)?
             .set_default("max_blob_bytes", 64u64 * 1024 * 1024 * 1024)?
-            .set_default("origins", Vec::<String>::new())?;
+            .set_default("origins", Vec::<String>::new())?
+            .set_default("worker_memory_mb", 0)?;
         if let Some(path) = &overrides.config_file {
             check_file_keys(path)?;
             builder = builder.add_source(config::File::from(path.as_path()).required(true));
@@ -360,6 +366,7 @@ impl Settings {
             affinity_ttl: Duration::from_secs(raw.affinity_ttl_secs),
             pull_to_all: raw.pull_to_all,
             max_blob_bytes: raw.max_blob_bytes,
+            worker_memory_mb: raw.worker_memory_mb,
             origins: raw
                 .origins
                 .iter()

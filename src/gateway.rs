@@ -109,6 +109,8 @@ pub async fn start(
     let workers = if settings.workers > 0 {
         let mut spec = ChildSpec::new(worker_program.program, worker_program.args);
         spec.handshake_timeout = settings.handshake_timeout;
+        spec.memory_limit_bytes =
+            (settings.worker_memory_mb > 0).then(|| settings.worker_memory_mb * 1024 * 1024);
         let snapshot = settings.worker_snapshot(parent_env);
         let supervisor = Supervisor::new(
             spec,

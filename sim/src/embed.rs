@@ -84,6 +84,8 @@ pub(crate) async fn prepare(
     inputs_present: bool,
 ) -> Duration {
     let started = Instant::now();
+    // A generation slot is held while the node "computes", as for chat and generate.
+    let _slot = sim.slot().await;
     inference::load(sim, entry, keep_alive, None).await;
     let load_time = started.elapsed();
     if inputs_present && !sim.config().latency.is_zero() {
