@@ -19,7 +19,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::env_snapshot::EnvSnapshot;
-use crate::event::{Event, EventType, Severity};
+use crate::event::{Event, WorkerChange};
 use crate::observer::Emit;
 use crate::worker::actor::{JobError, Retire, RunJob, WorkerActor, WorkerReport};
 use crate::worker::launcher::{ChildSpec, Launcher};
@@ -135,26 +135,12 @@ impl Supervisor {
         })
     }
 
-    fn emit(
-        &self,
-        event_type: EventType,
-        severity: Severity,
-        slot: &Slot,
-        detail: Option<(&str, Value)>,
-    ) {
-        let Some(observer) = &self.observer else {
-            return;
-        };
-        let mut event = Event::new(event_type, severity, format!("worker:{}", slot.id))
-            .detail("worker_id", slot.id)
-            .detail("restarts", slot.restarts);
-        if let Some(pid) = slot.pid {
-            event = event.detail("worker_pid", pid);
+    /// Reports a lifecycle change of `slot`'s worker; the observer logs and publishes it.
+    fn emit(&self, slot: &Slot, change: WorkerChange) {
+        if let Some(observer) = &self.observer {
+            let event = Event::worker(slot.id, slot.pid, slot.restarts, change);
+            observer.do_send(Emit(event));
         }
-        if let Some((key, value)) = detail {
-            event = event.detail(key, value);
-        }
-        observer.do_send(Emit(event));
     }
 
     fn spawn_slot(&mut self, index: usize, ctx: &mut Context<Self>) {
@@ -174,9 +160,8 @@ impl Supervisor {
                 slot.state = WorkerState::Starting;
                 let actor = WorkerActor::new(index, slot.generation, spec, child, me);
                 slot.worker = Some(actor.start());
-                tracing::info!(worker = index, pid = ?slot.pid, "worker spawned");
                 let slot = &self.slots[index];
-                self.emit(EventType::WorkerSpawned, Severity::Info, slot, None);
+                self.emit(slot, WorkerChange::Spawned);
             }
             Err(err) => {
                 let message = format!("could not start `{}`: {err}", self.spec.command_line());
@@ -204,21 +189,17 @@ impl Supervisor {
         }
         if slot.recent_exits.len() >= policy.max_exits {
             slot.state = WorkerState::Failed;
-            tracing::error!(
-                worker = index,
-                exits = slot.recent_exits.len(),
-                window_secs = policy.window.as_secs(),
-                last_error = ?slot.last_error,
-                "worker keeps exiting; giving up on it"
+            let error = format!(
+                "exited {} times within {} s; last error: {}",
+                slot.recent_exits.len(),
+                policy.window.as_secs(),
+                slot.last_error.as_deref().unwrap_or("none")
             );
-            let error = slot.last_error.clone().unwrap_or_default();
+            if self.observer.is_none() {
+                tracing::error!(worker = index, error = %error, "worker keeps exiting; giving up on it");
+            }
             let slot = &self.slots[index];
-            self.emit(
-                EventType::WorkerFailed,
-                Severity::Error,
-                slot,
-                Some(("error", error.into())),
-            );
+            self.emit(slot, WorkerChange::Failed { error });
             return;
         }
         let exponent = slot.recent_exits.len().saturating_sub(1).min(16) as u32;
@@ -228,12 +209,7 @@ impl Supervisor {
         slot.state = WorkerState::Restarting;
         slot.restarts += 1;
         let slot = &self.slots[index];
-        self.emit(
-            EventType::WorkerRestarting,
-            Severity::Warning,
-            slot,
-            Some(("delay_ms", (delay.as_millis() as u64).into())),
-        );
+        self.emit(slot, WorkerChange::Restarting { delay });
         ctx.run_later(delay, move |act, ctx| act.spawn_slot(index, ctx));
     }
 
@@ -306,7 +282,7 @@ impl Handler<WorkerReport> for Supervisor {
                 slot.pid = Some(pid);
                 slot.env = env;
                 let slot = &self.slots[index];
-                self.emit(EventType::WorkerReady, Severity::Info, slot, None);
+                self.emit(slot, WorkerChange::Ready);
                 if !self.rolling.is_empty() || self.slots.iter().any(|s| s.replacing) {
                     self.roll_next(ctx);
                 }
@@ -332,16 +308,11 @@ impl Handler<WorkerReport> for Supervisor {
                 }
                 let replacing = slot.replacing;
                 let slot = &self.slots[index];
-                self.emit(
-                    EventType::WorkerExited,
-                    if replacing || self.stopping {
-                        Severity::Info
-                    } else {
-                        Severity::Warning
-                    },
-                    slot,
-                    Some(("reason", reason.to_string().into())),
-                );
+                let change = WorkerChange::Exited {
+                    reason: reason.to_string(),
+                    expected: replacing || self.stopping,
+                };
+                self.emit(slot, change);
                 if self.stopping {
                     self.slots[index].state = WorkerState::Stopped;
                     self.check_stopped();
