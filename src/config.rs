@@ -58,6 +58,9 @@ struct RawSettings {
     job_timeout_secs: u64,
     handshake_timeout_ms: u64,
     log_format: String,
+    metadata_interval_ms: u64,
+    redis_max_backlog: usize,
+    dashboard_url: Option<String>,
     #[serde(default)]
     worker_env: BTreeMap<String, String>,
 }
@@ -85,6 +88,13 @@ pub struct Settings {
     pub handshake_timeout: Duration,
     /// `text` or `json`.
     pub log_format: String,
+    /// Time between refreshes of `sollol:router:metadata` and of the application's
+    /// registration (which both live six intervals).
+    pub metadata_interval: Duration,
+    /// Redis messages kept while Redis is unreachable; older ones are dropped and counted.
+    pub redis_max_backlog: usize,
+    /// A SOLLOL dashboard to register with over HTTP; off when not set.
+    pub dashboard_url: Option<RedactedUrl>,
     /// Extra variables for worker processes, on top of the captured environment.
     pub worker_env: BTreeMap<String, String>,
 }
@@ -106,7 +116,9 @@ impl Settings {
             .set_default("batch_max_inputs", 100_000)?
             .set_default("job_timeout_secs", 600)?
             .set_default("handshake_timeout_ms", 5_000)?
-            .set_default("log_format", "text")?;
+            .set_default("log_format", "text")?
+            .set_default("metadata_interval_ms", 5_000)?
+            .set_default("redis_max_backlog", 10_000)?;
         if let Some(path) = &overrides.config_file {
             builder = builder.add_source(config::File::from(path.as_path()).required(true));
         }
@@ -170,6 +182,7 @@ impl Settings {
             ("max_body_bytes", raw.max_body_bytes),
             ("batch_chunk_size", raw.batch_chunk_size),
             ("batch_max_inputs", raw.batch_max_inputs),
+            ("redis_max_backlog", raw.redis_max_backlog),
         ] {
             if value == 0 {
                 return Err(ConfigError::Zero { setting });
@@ -194,6 +207,12 @@ impl Settings {
             job_timeout: Duration::from_secs(raw.job_timeout_secs.max(1)),
             handshake_timeout: Duration::from_millis(raw.handshake_timeout_ms.max(100)),
             log_format: raw.log_format,
+            metadata_interval: Duration::from_millis(raw.metadata_interval_ms.max(100)),
+            redis_max_backlog: raw.redis_max_backlog,
+            dashboard_url: raw
+                .dashboard_url
+                .filter(|u| !u.trim().is_empty())
+                .map(RedactedUrl::new),
             worker_env: raw.worker_env,
         })
     }
@@ -214,7 +233,11 @@ impl Settings {
                 "SOLLOL_CONNECT_TIMEOUT_MS",
                 self.connect_timeout.as_millis().to_string(),
             )
-            .with("SOLLOL_LOG_FORMAT", self.log_format.clone());
+            .with("SOLLOL_LOG_FORMAT", self.log_format.clone())
+            .with(
+                "SOLLOL_REDIS_MAX_BACKLOG",
+                self.redis_max_backlog.to_string(),
+            );
         snapshot = match &self.redis_url {
             Some(url) => snapshot.with("SOLLOL_REDIS_URL", url.expose()),
             None => snapshot.without("SOLLOL_REDIS_URL"),

@@ -7,7 +7,10 @@
 
 mod aggregate;
 mod batch;
+mod dashboard;
 pub mod error;
+mod live;
+mod observe;
 mod own;
 pub mod proxy;
 mod relay;
@@ -20,6 +23,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use actix::prelude::*;
+use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpServer};
 use sollol_actors::supervisor::{StopWorkers, Supervisor, SupervisorError, SupervisorHandle};
 use sollol_actors::worker::launcher::{ChildSpec, ProcessLauncher};
@@ -86,8 +90,9 @@ pub async fn start(
             source,
         })?;
 
-    let telemetry = Telemetry::start(&settings, &parent_env)?;
+    let mut telemetry = Telemetry::start(&settings, &parent_env)?;
     let cluster = Cluster::start(&settings, telemetry.emitter())?;
+    telemetry.announce(&settings, &cluster);
     let healthy = cluster.check_all().await;
     for node in &cluster.nodes {
         let status = node.status();
@@ -126,6 +131,7 @@ pub async fn start(
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
+            .wrap(from_fn(observe::observe))
             .configure(routes::configure)
     })
     .shutdown_timeout(10)
@@ -146,16 +152,34 @@ pub async fn start(
 }
 
 impl RunningGateway {
-    /// Serves until the server stops (SIGINT or SIGTERM), then stops the workers and
-    /// flushes the Redis backlog.
+    /// Serves until the server stops (SIGINT or SIGTERM), then stops the workers,
+    /// unregisters the application and flushes the Redis backlog.
     pub async fn run(self) -> std::io::Result<()> {
+        actix_rt::spawn(close_feeds_on_signal(self.telemetry.observer.clone()));
         let result = self.server.await;
         tracing::info!("gateway stopping");
         if let Some(workers) = &self.workers {
             let stop = workers.addr.send(StopWorkers);
             let _ = tokio::time::timeout(std::time::Duration::from_secs(8), stop).await;
         }
-        self.telemetry.flush().await;
+        self.telemetry.shutdown().await;
         result
     }
+}
+
+/// Ends the live feeds when a stop signal arrives, while the server drains its
+/// connections: a page left open must not hold up a graceful stop.
+async fn close_feeds_on_signal(observer: Addr<sollol_actors::observer::ObserverActor>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut terminate), Ok(mut interrupt)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return;
+    };
+    tokio::select! {
+        _ = terminate.recv() => {}
+        _ = interrupt.recv() => {}
+    }
+    observer.do_send(sollol_actors::observer::CloseFeeds);
 }

@@ -148,15 +148,15 @@ impl MetadataActor {
     }
 
     fn ttl_secs(&self) -> u64 {
-        self.config.ttl().as_secs().max(1)
+        self.config.ttl().as_secs_f64().ceil() as u64
     }
 
     fn heartbeat(&mut self) {
+        let now = epoch_seconds();
+        self.me.last_heartbeat = now;
         let Some(publisher) = &self.publisher else {
             return;
         };
-        let now = epoch_seconds();
-        self.me.last_heartbeat = now;
         let payload = serde_json::to_string(&self.me).unwrap_or_default();
         publisher.do_send(Publish(vec![
             RedisCommand::SetEx {

@@ -70,6 +70,12 @@ pub struct FeedSubscription {
     pub receiver: mpsc::Receiver<FeedItem>,
 }
 
+/// Ends every live feed (their streams finish), so a server stopping gracefully does not
+/// wait for clients that would never leave on their own.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct CloseFeeds;
+
 #[derive(Message)]
 #[rtype(result = "ObserverStats")]
 pub struct GetObserverStats;
@@ -299,6 +305,14 @@ impl Handler<Subscribe> for ObserverActor {
             sender,
         });
         MessageResult(FeedSubscription { recent, receiver })
+    }
+}
+
+impl Handler<CloseFeeds> for ObserverActor {
+    type Result = ();
+
+    fn handle(&mut self, _: CloseFeeds, _ctx: &mut Self::Context) {
+        self.subscribers.clear();
     }
 }
 

@@ -87,6 +87,7 @@ async fn forward_inner(
     state: &web::Data<AppState>,
     spec: RouteSpec,
 ) -> Result<HttpResponse, GatewayError> {
+    let received = Instant::now();
     let body = read_body(request, payload, state.settings.max_body_bytes).await?;
     let info = match spec.model {
         ModelRule::FromPath => RequestInfo {
@@ -112,12 +113,15 @@ async fn forward_inner(
         strategy: None,
     };
     let mut last_failure: Option<String> = None;
-    for _attempt in 0..CONNECT_ATTEMPTS {
+    for attempt in 1..=CONNECT_ATTEMPTS {
         let node = match state.router.send(pick.clone()).await {
             Ok(Ok(node)) => node,
             Ok(Err(err)) => return Err(route_error(err, last_failure)),
             Err(_) => return Err(GatewayError::bad_gateway("the router has stopped")),
         };
+        tracing::Span::current()
+            .record("node", node.key())
+            .record("attempt", attempt);
         let in_flight = node.begin();
         let started = Instant::now();
         let event = Event::ollama_request(node.key(), &model_label, operation, streaming);
@@ -128,7 +132,7 @@ async fn forward_inner(
             Ok(response) => response,
             Err(err) => {
                 let message = format!("node {}: {}", node.key(), describe_reqwest_error(&err));
-                report_error(state, &node, &model_label, &message, started);
+                report_error(state, &node, &model_label, operation, &message, started);
                 if err.is_connect() {
                     node.record_failure(&message, true);
                     tracing::warn!(node = %node.key(), error = %message, "connection failed; trying another node");
@@ -149,6 +153,8 @@ async fn forward_inner(
             operation,
             streaming,
             started,
+            first_byte: started.elapsed(),
+            overhead: started - received,
         };
         return Ok(relay_response(response, context, spec.flavour).await);
     }
@@ -287,6 +293,8 @@ struct Completion {
     operation: &'static str,
     streaming: bool,
     started: Instant,
+    first_byte: std::time::Duration,
+    overhead: std::time::Duration,
 }
 
 impl Completion {
@@ -312,6 +320,11 @@ impl Completion {
                 Event::ollama_error(key, &self.model, "client closed the connection", latency)
             }
         };
+        let event = event
+            .on_route(self.operation)
+            .with_status(status)
+            .with_first_byte(self.first_byte)
+            .with_gateway_overhead(self.overhead);
         match &outcome {
             Outcome::UpstreamFailed(message) => self.node.record_failure(message, false),
             _ if status >= 500 => self.node.record_failure(&format!("HTTP {status}"), false),
@@ -323,8 +336,16 @@ impl Completion {
     }
 }
 
-fn report_error(state: &AppState, node: &NodeHandle, model: &str, message: &str, started: Instant) {
-    let event = Event::ollama_error(node.key(), model, message, started.elapsed());
+fn report_error(
+    state: &AppState,
+    node: &NodeHandle,
+    model: &str,
+    operation: &str,
+    message: &str,
+    started: Instant,
+) {
+    let event =
+        Event::ollama_error(node.key(), model, message, started.elapsed()).on_route(operation);
     state.observer.do_send(Emit(event));
 }
 

@@ -1,4 +1,5 @@
-//! The route table: Ollama's API, its OpenAI-compatible layer, and sollol's own routes.
+//! The route table: Ollama's API, its OpenAI-compatible layer, sollol's own routes, and
+//! `/metrics`.
 //!
 //! Unknown paths get Ollama's `404 page not found` and a known path with the wrong method
 //! gets `405 method not allowed` with an `Allow` header, both as `text/plain`, exactly as
@@ -9,6 +10,8 @@ use actix_web::{web, HttpRequest, HttpResponse, Route};
 
 use super::aggregate;
 use super::batch;
+use super::dashboard;
+use super::live;
 use super::own;
 use super::proxy::{forward, ModelRule, RouteSpec};
 use super::state::AppState;
@@ -77,6 +80,10 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .service(web::resource("/sollol/nodes").route(web::get().to(own::nodes)))
         .service(web::resource("/sollol/workers").route(web::get().to(own::workers)))
         .service(web::resource("/sollol/stats").route(web::get().to(own::stats)))
+        .service(web::resource("/sollol/metadata").route(web::get().to(own::metadata)))
+        .service(web::resource("/sollol/events").route(web::get().to(live::events)))
+        .service(web::resource("/sollol/dashboard").route(web::get().to(dashboard::page)))
+        .service(web::resource("/metrics").route(web::get().to(own::metrics)))
         .service(
             web::resource("/sollol/batch/embed")
                 .route(web::post().to(batch::embed))

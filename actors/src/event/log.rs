@@ -31,15 +31,18 @@ impl Event {
             EventKind::OllamaResponse { .. } => Level::DEBUG,
             // A client's own mistake (404 model, 400) or a client leaving is not the node's.
             EventKind::OllamaError {
-                status: Some(status),
+                status: Some(400..=499),
                 ..
-            } if *status < 500 => Level::DEBUG,
+            } => Level::DEBUG,
             EventKind::OllamaError { error, .. } if error.starts_with("client closed") => {
                 Level::DEBUG
             }
+            // The node answered with an error status, which reached the client.
             EventKind::OllamaError {
-                status: Some(_), ..
+                status: Some(500..),
+                ..
             } => Level::ERROR,
+            // Connection failures (retried) and streams cut short.
             EventKind::OllamaError { .. } => Level::WARN,
             EventKind::Queue {
                 change: QueueChange::Queued,
@@ -208,6 +211,8 @@ mod tests {
         assert_eq!(broken.log_level(), Level::ERROR);
         let refused = Event::ollama_error("n", "m", "connection failed", Duration::ZERO);
         assert_eq!(refused.log_level(), Level::WARN);
+        let cut = Event::ollama_error("n", "m", "stream ended", Duration::ZERO).with_status(200);
+        assert_eq!(cut.log_level(), Level::WARN);
         let back = Event::node_status_change("n", "unhealthy", "healthy", "ok");
         assert_eq!(back.log_level(), Level::INFO);
         let gone = Event::worker(
