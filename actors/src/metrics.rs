@@ -459,6 +459,9 @@ impl Metrics {
     }
 }
 
+/// A gauge read from each node at scrape time: name, help, and how to read it.
+type NodeGauge = (&'static str, &'static str, fn(&NodeHandle) -> i64);
+
 /// Reads node state at scrape time.
 #[derive(Debug, Default)]
 struct NodeCollector {
@@ -472,7 +475,7 @@ impl Collector for NodeCollector {
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .clone();
-        let gauges: [(&str, &str, fn(&NodeHandle) -> i64); 2] = [
+        let gauges: [NodeGauge; 2] = [
             (
                 "sollol_in_flight_requests",
                 "Requests being served by each node",
