@@ -90,14 +90,7 @@ async fn registers_heartbeats_re_registers_and_unregisters() {
         .all(|(_, body)| body.get("app_id").is_none_or(|id| id == app_id.as_str())));
 
     // A graceful stop tells the dashboard on both routes SOLLOL's dashboards use.
-    unsafe {
-        libc::kill(gw.pid() as i32, libc::SIGTERM);
-    }
-    eventually(Duration::from_secs(10), "the gateway to exit", || {
-        let exited = matches!(gw.child.try_wait(), Ok(Some(_)));
-        async move { exited.then_some(()) }
-    })
-    .await;
+    stop_gracefully(&mut gw).await;
     let seen = paths(&calls);
     assert!(
         seen.contains(&format!("/api/applications/{app_id}/unregister")),

@@ -54,18 +54,6 @@ impl Metrics {
     }
 }
 
-async fn send(url: &str, body: &str) -> u16 {
-    let response = client()
-        .post(url)
-        .body(body.to_string())
-        .send()
-        .await
-        .expect("request");
-    let status = response.status().as_u16();
-    let _ = response.bytes().await;
-    status
-}
-
 #[actix_rt::test]
 async fn metrics_match_the_traffic_sent() {
     let a = sim_node("llama3.2", &[]);
@@ -81,19 +69,25 @@ async fn metrics_match_the_traffic_sent() {
 
     let chat = r#"{"model":"llama3.2","messages":[{"role":"user","content":"hi"}],"stream":false}"#;
     for _ in 0..6 {
-        assert_eq!(send(&format!("{}/api/chat", gw.url), chat).await, 200);
+        assert_eq!(
+            post_status(&format!("{}/api/chat", gw.url), chat).await,
+            200
+        );
     }
     let generate = r#"{"model":"qwen2.5","prompt":"why"}"#;
     for _ in 0..2 {
         assert_eq!(
-            send(&format!("{}/api/generate", gw.url), generate).await,
+            post_status(&format!("{}/api/generate", gw.url), generate).await,
             200
         );
     }
     let broken = r#"{"model":"phi3","prompt":"why","stream":true}"#;
-    send(&format!("{}/api/generate", gw.url), broken).await;
+    post_status(&format!("{}/api/generate", gw.url), broken).await;
     let unknown = r#"{"model":"mistral","messages":[]}"#;
-    assert_eq!(send(&format!("{}/api/chat", gw.url), unknown).await, 404);
+    assert_eq!(
+        post_status(&format!("{}/api/chat", gw.url), unknown).await,
+        404
+    );
 
     // A worker killed outright is restarted once.
     let victim = ready["pid"].as_u64().expect("pid");

@@ -30,18 +30,6 @@ fn sorted(keys: &[&str]) -> BTreeSet<String> {
     keys.iter().map(|k| k.to_string()).collect()
 }
 
-async fn post(url: &str, body: &str) -> u16 {
-    let response = client()
-        .post(url)
-        .body(body.to_string())
-        .send()
-        .await
-        .expect("request");
-    let status = response.status().as_u16();
-    let _ = response.bytes().await;
-    status
-}
-
 const CHAT: &str =
     r#"{"model":"llama3.2","messages":[{"role":"user","content":"hi"}],"stream":false}"#;
 
@@ -72,42 +60,18 @@ async fn channels_and_the_activity_stream_carry_sollols_shapes() {
         (body["workers"][0]["state"] == "ready").then_some(())
     })
     .await;
-    assert_eq!(post(&format!("{}/api/chat", gw.url), CHAT).await, 200);
-    post(
+    assert_eq!(
+        post_status(&format!("{}/api/chat", gw.url), CHAT).await,
+        200
+    );
+    post_status(
         &format!("{}/api/generate", gw.url),
         r#"{"model":"phi3","prompt":"x","stream":true}"#,
     )
     .await;
 
-    let wanted = [
-        (ACTIVITY, "node_status_change"),
-        (WORKERS, "worker_spawned"),
-        (WORKERS, "worker_ready"),
-        (ACTIVITY, "ollama_request"),
-        (ACTIVITY, "ollama_response"),
-        (ACTIVITY, "ollama_error"),
-    ];
-    let mut events: Vec<(String, Value)> = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while Instant::now() < deadline
-        && !wanted.iter().all(|(c, t)| {
-            events
-                .iter()
-                .any(|(ch, e)| ch == c && e["event_type"] == *t)
-        })
-    {
-        let ours = |_: &str, event: &Value| event["details"]["app"] == app.as_str();
-        events.extend(collect(&received, Duration::from_millis(200), 1, ours));
-    }
-    let find = |channel: &str, event_type: &str| -> Value {
-        events
-            .iter()
-            .find(|(c, e)| c == channel && e["event_type"] == event_type)
-            .map(|(_, e)| e.clone())
-            .unwrap_or_else(|| panic!("no {event_type} on {channel} in {events:?}"))
-    };
-    let gateway_pid = u64::from(gw.pid());
-    for (channel, event_type, details) in [
+    // Each (channel, type) with the fields of its `details` besides `app` and `pid`.
+    let shapes: [(&str, &str, &[&str]); 6] = [
         (
             ACTIVITY,
             "node_status_change",
@@ -138,7 +102,28 @@ async fn channels_and_the_activity_stream_carry_sollols_shapes() {
             "ollama_error",
             &["model", "error", "latency_ms"][..],
         ),
-    ] {
+    ];
+    let mut events: Vec<(String, Value)> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline
+        && !shapes.iter().all(|(c, t, _)| {
+            events
+                .iter()
+                .any(|(ch, e)| ch == c && e["event_type"] == *t)
+        })
+    {
+        let ours = |_: &str, event: &Value| event["details"]["app"] == app.as_str();
+        events.extend(collect(&received, Duration::from_millis(200), 1, ours));
+    }
+    let find = |channel: &str, event_type: &str| -> Value {
+        events
+            .iter()
+            .find(|(c, e)| c == channel && e["event_type"] == event_type)
+            .map(|(_, e)| e.clone())
+            .unwrap_or_else(|| panic!("no {event_type} on {channel} in {events:?}"))
+    };
+    let gateway_pid = u64::from(gw.pid());
+    for (channel, event_type, details) in shapes {
         let event = find(channel, event_type);
         assert_eq!(
             sorted(&keys(&event)),
@@ -210,7 +195,10 @@ async fn metadata_and_registrations_stay_fresh_while_idle_and_go_away() {
         &["--workers", "0", "--redis-url", &url, "--app-name", &second],
         &env,
     );
-    assert_eq!(post(&format!("{}/api/chat", one.url), CHAT).await, 200);
+    assert_eq!(
+        post_status(&format!("{}/api/chat", one.url), CHAT).await,
+        200
+    );
 
     let mut connection = connection(&url);
     let metadata = |connection: &mut redis::Connection| -> Option<Value> {
@@ -339,19 +327,8 @@ async fn metadata_and_registrations_stay_fresh_while_idle_and_go_away() {
     .await;
 
     // Stopped gracefully: unregistered at once, long before the TTL.
-    unsafe {
-        libc::kill(two.pid() as i32, libc::SIGTERM);
-    }
     let stopped = Instant::now();
-    eventually(
-        Duration::from_secs(10),
-        "the stopped gateway to exit",
-        || {
-            let exited = matches!(two.child.try_wait(), Ok(Some(_)));
-            async move { exited.then_some(()) }
-        },
-    )
-    .await;
+    stop_gracefully(&mut two).await;
     let exists: bool = connection
         .exists(format!("sollol:application:{second_id}"))
         .expect("exists");
@@ -402,7 +379,7 @@ async fn after_redis_restarts_the_backlog_is_flushed_and_drops_are_counted() {
     redis.stop();
     for _ in 0..30 {
         assert_eq!(
-            post(&format!("{}/api/chat", gw.url), CHAT).await,
+            post_status(&format!("{}/api/chat", gw.url), CHAT).await,
             200,
             "requests go on without redis"
         );
@@ -507,8 +484,11 @@ async fn no_secret_reaches_redis_logs_or_pages() {
         (body["workers"][0]["state"] == "ready").then_some(())
     })
     .await;
-    assert_eq!(post(&format!("{}/api/chat", gw.url), CHAT).await, 200);
-    post(
+    assert_eq!(
+        post_status(&format!("{}/api/chat", gw.url), CHAT).await,
+        200
+    );
+    post_status(
         &format!("{}/api/chat", gw.url),
         r#"{"model":"nope","messages":[]}"#,
     )
@@ -556,14 +536,7 @@ async fn no_secret_reaches_redis_logs_or_pages() {
         }
     }
     // A graceful stop logs and writes its goodbyes too.
-    unsafe {
-        libc::kill(gw.pid() as i32, libc::SIGTERM);
-    }
-    eventually(Duration::from_secs(10), "the gateway to exit", || {
-        let exited = matches!(gw.child.try_wait(), Ok(Some(_)));
-        async move { exited.then_some(()) }
-    })
-    .await;
+    stop_gracefully(&mut gw).await;
     while let Ok(line) = monitored.recv_timeout(Duration::from_millis(300)) {
         written.push(line);
     }
@@ -633,9 +606,12 @@ async fn sollol_events_tails_the_feed_with_filters() {
     let errors_as_json = tail(&["--json", "--severity", "error", "--count", "1"]);
 
     for _ in 0..2 {
-        assert_eq!(post(&format!("{}/api/chat", gw.url), CHAT).await, 200);
+        assert_eq!(
+            post_status(&format!("{}/api/chat", gw.url), CHAT).await,
+            200
+        );
     }
-    post(
+    post_status(
         &format!("{}/api/generate", gw.url),
         r#"{"model":"phi3","prompt":"x","stream":true}"#,
     )

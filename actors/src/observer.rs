@@ -30,7 +30,7 @@ pub use analytics::Analytics;
 use analytics::AnalyticsWindow;
 pub use config::{parse_bool, ObserverConfig, DEFAULT_APP_NAME};
 
-use crate::event::{Event, Origin, Severity};
+use crate::event::{Event, EventKind, Origin, Severity};
 use crate::feed::{FeedFilter, FeedItem};
 use crate::metrics::Metrics;
 use crate::redis_publisher::Publish;
@@ -171,7 +171,7 @@ impl ObserverActor {
     fn count(&mut self, event: &Event) {
         let stats = &mut self.stats;
         let type_name = event.event_type().as_str();
-        if let crate::event::EventKind::Routing(_) = event.kind {
+        if let EventKind::Routing(_) = event.kind {
             *stats.routing_events.entry(type_name.into()).or_default() += 1;
             return;
         }
@@ -193,7 +193,7 @@ impl ObserverActor {
             return;
         };
         let stream_len = match event.kind {
-            crate::event::EventKind::Routing(_) => ROUTING_STREAM_MAX_LEN,
+            EventKind::Routing(_) => ROUTING_STREAM_MAX_LEN,
             _ => self.config.activity_stream_len,
         };
         publisher.do_send(Publish::event(

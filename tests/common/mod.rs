@@ -166,6 +166,34 @@ where
     }
 }
 
+/// POSTs `body` and returns the status once the whole answer was read.
+pub async fn post_status(url: &str, body: &str) -> u16 {
+    let response = client()
+        .post(url)
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap_or_else(|err| panic!("POST {url}: {err}"));
+    let status = response.status().as_u16();
+    let _ = response.bytes().await;
+    status
+}
+
+/// Sends SIGTERM and waits, without blocking the test's runtime, until the process exits.
+pub async fn stop_gracefully(process: &mut Running) {
+    unsafe {
+        libc::kill(process.pid() as i32, libc::SIGTERM);
+    }
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !matches!(process.child.try_wait(), Ok(Some(_))) {
+        assert!(
+            Instant::now() < deadline,
+            "the process did not stop within 15 s"
+        );
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 pub async fn get_json(url: &str) -> serde_json::Value {
     let response = client()
         .get(url)
