@@ -62,6 +62,18 @@ fn main() -> std::io::Result<()> {
                 Err(err) => eprintln!("{text:?} failed: {err}"),
             }
         }
+        // Jobs start as soon as one worker is ready; give the others a moment too.
+        for _ in 0..100 {
+            if handle
+                .workers()
+                .await
+                .iter()
+                .all(|w| w.state == WorkerState::Ready)
+            {
+                break;
+            }
+            actix_rt::time::sleep(Duration::from_millis(20)).await;
+        }
         for worker in handle.workers().await {
             let ready = worker.state == WorkerState::Ready;
             println!(

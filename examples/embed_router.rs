@@ -68,8 +68,10 @@ async fn main() -> std::io::Result<()> {
         )?);
     }
     let settings = Settings::load(&env, &overrides).map_err(std::io::Error::other)?;
-    let telemetry = Telemetry::start(&settings, &env).map_err(std::io::Error::other)?;
+    let mut telemetry = Telemetry::start(&settings, &env).map_err(std::io::Error::other)?;
     let cluster = Cluster::start(&settings, &telemetry.observer).map_err(std::io::Error::other)?;
+    // Registers this program as an application (and publishes metadata when Redis is set).
+    telemetry.announce(&settings, &cluster);
     let healthy = cluster.check_all().await;
     println!(
         "{healthy} of {} nodes healthy; try: curl '127.0.0.1:8080/ask?q=hello'",

@@ -1,4 +1,4 @@
-//! The command line: `serve`, `demo`, `sim-node` and the internal `worker`.
+//! The command line: `serve`, `demo`, `events`, `sim-node` and the internal `worker`.
 
 use std::path::PathBuf;
 
@@ -23,6 +23,8 @@ pub enum Command {
     Serve(ServeArgs),
     /// Run a gateway over three simulated nodes on loopback, for a first try.
     Demo(DemoArgs),
+    /// Follow the event feed in Redis (what `redis-cli PSUBSCRIBE "sollol:dashboard:*"` showed).
+    Events(EventsArgs),
     /// Run a simulated Ollama server (for tests, demos and benchmarks).
     SimNode(SimNodeArgs),
     /// Embed a file of texts through a running gateway (resumable).
@@ -83,6 +85,43 @@ pub struct DemoArgs {
     /// Redis for the event feed [env: SOLLOL_REDIS_URL]
     #[arg(long, value_name = "URL")]
     pub redis_url: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct EventsArgs {
+    /// Redis to read [env: SOLLOL_REDIS_URL] [default: redis://127.0.0.1:6379/0]
+    #[arg(long, value_name = "URL")]
+    pub redis_url: Option<String>,
+    /// Channel pattern to subscribe to (repeatable) [default: sollol:dashboard:*]
+    #[arg(long = "pattern", value_name = "PATTERN")]
+    pub patterns: Vec<String>,
+    /// Only events whose node contains this text
+    #[arg(long)]
+    pub node: Option<String>,
+    /// Only events whose model contains this text
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Only events of this type (ollama_response, worker_ready, ...)
+    #[arg(long = "type", value_name = "TYPE")]
+    pub event_type: Option<String>,
+    /// Only events of applications whose name contains this text
+    #[arg(long)]
+    pub app: Option<String>,
+    /// Least severity shown: info, warning, error or critical
+    #[arg(long)]
+    pub severity: Option<String>,
+    /// Print the published JSON, one event per line, instead of readable lines
+    #[arg(long)]
+    pub json: bool,
+    /// First print the last N entries of the activity stream
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub history: usize,
+    /// Stop after this many events
+    #[arg(long, value_name = "N")]
+    pub count: Option<u64>,
+    /// Stop after this many seconds
+    #[arg(long, value_name = "SECS")]
+    pub duration: Option<u64>,
 }
 
 #[derive(Debug, Args)]

@@ -7,11 +7,16 @@
 use std::time::Duration;
 
 use actix::prelude::*;
+use serde_json::json;
+use sollol_actors::dashboard_client::{DashboardClient, DashboardClientConfig};
+use sollol_actors::metadata::{Application, MetadataActor, MetadataConfig, Unregister};
+use sollol_actors::metrics::Metrics;
 use sollol_actors::node::{
     parse_node_url, BreakerSettings, CheckNow, NodeActor, NodeHandle, NodeLimits, NodeSettings,
     NodeUrlError,
 };
 use sollol_actors::observer::{Emit, ObserverActor, ObserverConfig};
+use sollol_actors::redis_feed::{self, OwnProcess};
 use sollol_actors::redis_publisher::{Flush, PublisherConfig, PublisherError, RedisPublisher};
 use sollol_actors::router::{RouterActor, RouterSettings};
 use sollol_actors::EnvSnapshot;
@@ -28,19 +33,30 @@ pub enum StartError {
     HttpClient(String),
 }
 
-/// The observer and, when Redis is configured, its publisher.
+/// The observer, its metrics and, when Redis is configured, its publisher; once
+/// [`announced`](Telemetry::announce), also the metadata publisher, the live feed from
+/// Redis and the optional dashboard registration.
 #[derive(Clone)]
 pub struct Telemetry {
     pub observer: Addr<ObserverActor>,
     pub publisher: Option<Addr<RedisPublisher>>,
+    pub metrics: Metrics,
+    pub metadata: Option<Addr<MetadataActor>>,
+    dashboard: Option<Addr<DashboardClient>>,
 }
 
 impl Telemetry {
-    /// Starts the observer, configured once from `env` (`SOLLOL_OBSERVER_*`) and the
-    /// settings' application name.
+    /// Starts the observer, configured once from `env` (`SOLLOL_OBSERVER_*`,
+    /// `SOLLOL_SLOW_*`) and the settings' application name.
     pub fn start(settings: &Settings, env: &EnvSnapshot) -> Result<Self, StartError> {
+        let metrics = Metrics::new();
         let publisher = match &settings.redis_url {
-            Some(url) => Some(RedisPublisher::new(PublisherConfig::new(url.clone()))?.start()),
+            Some(url) => {
+                let mut config = PublisherConfig::new(url.clone());
+                config.max_backlog = settings.redis_max_backlog;
+                let publisher = RedisPublisher::new(config)?.with_metrics(metrics.clone());
+                Some(publisher.start())
+            }
             None => None,
         };
         let mut config = ObserverConfig::from_env(env);
@@ -52,18 +68,79 @@ impl Telemetry {
             app = %config.app_name,
             sampling = config.sampling,
             sample_rate = config.sample_rate,
+            slow_response_ms = config.rules.slow_response.as_millis() as u64,
             redis = ?settings.redis_url.as_ref().map(ToString::to_string),
             "observer started"
         );
-        let observer = ObserverActor::new(config, publisher.clone().map(Addr::recipient)).start();
+        let observer = ObserverActor::new(config, publisher.clone().map(Addr::recipient))
+            .with_metrics(metrics.clone())
+            .start();
         Ok(Self {
             observer,
             publisher,
+            metrics,
+            metadata: None,
+            dashboard: None,
         })
     }
 
     pub fn emitter(&self) -> Recipient<Emit> {
         self.observer.clone().recipient()
+    }
+
+    /// Makes this process known as an application: registration and metadata in Redis,
+    /// the live feed of other processes' events, node gauges in the metrics, and the
+    /// dashboard registration when `dashboard_url` is set. Worker processes do not call
+    /// this: they are part of their gateway.
+    pub fn announce(&mut self, settings: &Settings, cluster: &Cluster) {
+        self.metrics.track_nodes(cluster.nodes.clone());
+        let app = Application::this_process(
+            &settings.app_name,
+            env!("CARGO_PKG_VERSION"),
+            json!({
+                "nodes": cluster.nodes.len(),
+                "strategy": settings.strategy.as_str(),
+                "workers": settings.workers,
+            }),
+        );
+        if let Some(url) = &settings.dashboard_url {
+            let mut config = DashboardClientConfig::new(url.clone());
+            config.heartbeat_interval = settings.metadata_interval;
+            self.dashboard = Some(DashboardClient::new(config, app.clone()).start());
+        }
+        if let Some(url) = &settings.redis_url {
+            let own = OwnProcess {
+                app: settings.app_name.clone(),
+                pid: app.pid,
+                hostname: app.hostname.clone(),
+            };
+            redis_feed::spawn(url.clone(), self.observer.clone(), own);
+        }
+        tracing::info!(app_id = %app.app_id, interval_ms = settings.metadata_interval.as_millis() as u64, "application registered");
+        let config = MetadataConfig::new(settings.metadata_interval, settings.strategy.as_str());
+        let metadata = MetadataActor::new(
+            config,
+            app,
+            self.observer.clone(),
+            cluster.nodes.clone(),
+            self.publisher.clone(),
+        );
+        self.metadata = Some(metadata.start());
+    }
+
+    /// Says goodbye (registration removed, dashboard told), then flushes what waits
+    /// for Redis. Bounded, so a dead Redis or dashboard cannot hold up shutdown.
+    pub async fn shutdown(&self) {
+        let goodbyes = async {
+            if let Some(metadata) = &self.metadata {
+                let _ = metadata.send(Unregister).await;
+            }
+            if let Some(dashboard) = &self.dashboard {
+                let _ = dashboard.send(Unregister).await;
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(3), goodbyes).await;
+        self.flush().await;
     }
 
     /// Writes what waits for Redis; bounded so a dead Redis cannot hold up shutdown.

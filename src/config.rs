@@ -90,6 +90,9 @@ struct RawSettings {
     observer_sample_rate: Option<f64>,
     #[serde(default)]
     observer_max_events: Option<usize>,
+    metadata_interval_ms: u64,
+    redis_max_backlog: usize,
+    dashboard_url: Option<String>,
     #[serde(default)]
     worker_env: BTreeMap<String, String>,
 }
@@ -131,6 +134,9 @@ const KNOWN_SETTINGS: &[&str] = &[
     "observer_max_events",
     "worker_env",
     "worker_memory_mb",
+    "metadata_interval_ms",
+    "redis_max_backlog",
+    "dashboard_url",
 ];
 
 /// The resolved settings of a gateway or worker process.
@@ -186,6 +192,13 @@ pub struct Settings {
     /// A worker whose resident set grows past this is replaced after its current jobs;
     /// 0 sets no limit.
     pub worker_memory_mb: u64,
+    /// Time between refreshes of `sollol:router:metadata` and of the application's
+    /// registration (which both live six intervals).
+    pub metadata_interval: Duration,
+    /// Redis messages kept while Redis is unreachable; older ones are dropped and counted.
+    pub redis_max_backlog: usize,
+    /// A SOLLOL dashboard to register with over HTTP; off when not set.
+    pub dashboard_url: Option<RedactedUrl>,
     /// Extra variables for worker processes, on top of the captured environment.
     pub worker_env: BTreeMap<String, String>,
     /// Observer settings from the file or `SOLLOL_OBSERVER_*`; unset keeps the default.
@@ -246,7 +259,9 @@ impl Settings {
             .set_default("pull_to_all", false)?
             .set_default("max_blob_bytes", 64u64 * 1024 * 1024 * 1024)?
             .set_default("origins", Vec::<String>::new())?
-            .set_default("worker_memory_mb", 0)?;
+            .set_default("worker_memory_mb", 0)?
+            .set_default("metadata_interval_ms", 5_000)?
+            .set_default("redis_max_backlog", 10_000)?;
         if let Some(path) = &overrides.config_file {
             check_file_keys(path)?;
             builder = builder.add_source(config::File::from(path.as_path()).required(true));
@@ -314,6 +329,7 @@ impl Settings {
             ("batch_max_inputs", raw.batch_max_inputs),
             ("node_capacity", raw.node_capacity),
             ("attempts", raw.attempts),
+            ("redis_max_backlog", raw.redis_max_backlog),
         ] {
             if value == 0 {
                 return Err(ConfigError::Zero { setting });
@@ -380,6 +396,12 @@ impl Settings {
                 .filter(|o| !o.is_empty())
                 .map(String::from)
                 .collect(),
+            metadata_interval: Duration::from_millis(raw.metadata_interval_ms.max(100)),
+            redis_max_backlog: raw.redis_max_backlog,
+            dashboard_url: raw
+                .dashboard_url
+                .filter(|u| !u.trim().is_empty())
+                .map(RedactedUrl::new),
             worker_env: raw.worker_env,
             observer_sampling: raw.observer_sampling,
             observer_sample_rate: raw.observer_sample_rate,
@@ -414,6 +436,10 @@ impl Settings {
             ),
             ("SOLLOL_LOG_FORMAT", Some(self.log_format.clone())),
             ("SOLLOL_NODE_CAPACITY", Some(self.node_capacity.to_string())),
+            (
+                "SOLLOL_REDIS_MAX_BACKLOG",
+                Some(self.redis_max_backlog.to_string()),
+            ),
             (
                 "SOLLOL_OBSERVER_SAMPLING",
                 self.observer_sampling.map(|v| v.to_string()),

@@ -92,6 +92,8 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
     println!("  curl {url}/sollol/batch/embed -d '{{\"model\":\"nomic-embed-text\",\"input\":[\"a\",\"b\",\"c\"]}}'");
     println!("  curl {url}/sollol/nodes");
     println!("  curl {url}/sollol/workers");
+    println!("  curl {url}/metrics");
+    println!("  open {url}/sollol/dashboard in a browser (live page)");
     println!("  OLLAMA_HOST={url} python3 -c 'import ollama; print(ollama.list())'");
     println!("Press Ctrl-C to stop.");
     running.run().await.map_err(|err| err.to_string())

@@ -10,9 +10,12 @@ mod aggregate;
 mod batch;
 mod blobs;
 pub mod controls;
+mod dashboard;
 pub mod error;
 mod fanout;
 mod jobs;
+mod live;
+mod observe;
 mod own;
 pub mod proxy;
 mod relay;
@@ -26,6 +29,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use actix::prelude::*;
+use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpServer};
 use sollol_actors::supervisor::{StopWorkers, Supervisor, SupervisorError, SupervisorHandle};
 use sollol_actors::worker::launcher::{ChildSpec, ProcessLauncher};
@@ -92,8 +96,9 @@ pub async fn start(
             source,
         })?;
 
-    let telemetry = Telemetry::start(&settings, &parent_env)?;
+    let mut telemetry = Telemetry::start(&settings, &parent_env)?;
     let cluster = Cluster::start(&settings, &telemetry.observer)?;
+    telemetry.announce(&settings, &cluster);
     let healthy = cluster.check_all().await;
     for node in &cluster.nodes {
         let status = node.status();
@@ -139,7 +144,8 @@ pub async fn start(
         App::new()
             .app_data(state.clone())
             .app_data(access.clone())
-            .wrap(actix_web::middleware::from_fn(access::guard))
+            .wrap(from_fn(access::guard))
+            .wrap(from_fn(observe::observe))
             .configure(routes::configure)
     })
     .shutdown_timeout(10)
@@ -160,17 +166,35 @@ pub async fn start(
 }
 
 impl RunningGateway {
-    /// Serves until the server stops (SIGINT or SIGTERM), then stops the workers and
-    /// flushes the Redis backlog.
+    /// Serves until the server stops (SIGINT or SIGTERM), then stops the workers,
+    /// unregisters the application and flushes the Redis backlog.
     pub async fn run(self) -> std::io::Result<()> {
+        actix_rt::spawn(close_feeds_on_signal(self.telemetry.observer.clone()));
         let result = self.server.await;
         tracing::info!("gateway stopping");
         if let Some(workers) = &self.workers {
             let stop = workers.addr.send(StopWorkers);
             let _ = tokio::time::timeout(std::time::Duration::from_secs(8), stop).await;
         }
-        self.telemetry.flush().await;
+        self.telemetry.shutdown().await;
         jobs::BatchJobs::new().clean_up();
         result
     }
+}
+
+/// Ends the live feeds when a stop signal arrives, while the server drains its
+/// connections: a page left open must not hold up a graceful stop.
+async fn close_feeds_on_signal(observer: Addr<sollol_actors::observer::ObserverActor>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut terminate), Ok(mut interrupt)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return;
+    };
+    tokio::select! {
+        _ = terminate.recv() => {}
+        _ = interrupt.recv() => {}
+    }
+    observer.do_send(sollol_actors::observer::CloseFeeds);
 }

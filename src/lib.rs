@@ -8,6 +8,7 @@
 //!   own `/sollol/*` routes, batch embedding through worker processes).
 //! - [`worker_main`]: what a worker process runs (`sollol worker`).
 //! - [`embed`]: embedding calls sollol makes itself; [`embed_cmd`]: `sollol embed`.
+//! - [`events_cmd`]: `sollol events`, the Redis event feed in a terminal.
 //! - [`demo`], [`cli`], [`logging`]: the binary's shell.
 //!
 //! An actix application can embed the gateway ([`gateway::start`]) or use the actors
@@ -21,6 +22,7 @@ pub mod config;
 pub mod demo;
 pub mod embed;
 pub mod embed_cmd;
+pub mod events_cmd;
 pub mod gateway;
 pub mod logging;
 pub mod timestamp;

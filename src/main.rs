@@ -8,7 +8,7 @@ use clap::Parser;
 use sollol::cli::{Cli, Command, ServeArgs, SimNodeArgs};
 use sollol::config::Settings;
 use sollol::gateway::{self, WorkerProgram};
-use sollol::{demo, logging, worker_main};
+use sollol::{demo, events_cmd, logging, worker_main};
 use sollol_actors::EnvSnapshot;
 
 fn main() -> ExitCode {
@@ -19,6 +19,9 @@ fn main() -> ExitCode {
         Command::Demo(args) => {
             logging::init("text");
             actix::System::new().block_on(demo::run(args))
+        }
+        Command::Events(args) => {
+            events_cmd::run(args, std::env::var("SOLLOL_REDIS_URL").ok()).map_err(|e| e.to_string())
         }
         Command::SimNode(args) => sim_node(args),
         Command::Embed(args) => actix::System::new()

@@ -1,113 +1,95 @@
-//! The observer: counts, samples and keeps recent events, and fans them out.
+//! The observer: the one place every [`Event`] goes, and from which every sink is fed.
 //!
 //! Everything on the request path reaches the observer with `do_send`, so a request never
-//! waits for it, and the observer never waits for Redis: it hands each kept event to the
-//! [`RedisPublisher`](crate::redis_publisher::RedisPublisher), which batches on its own.
-//! Its configuration is read once, from the process environment, when the process starts;
-//! worker processes therefore get theirs from the supervisor's
-//! [`EnvSnapshot`](crate::EnvSnapshot).
+//! waits for it, and the observer never waits for anything: for each event it
+//!
+//! 1. stamps the process (`app`, `pid`) and applies the configured severity rules;
+//! 2. records the Prometheus metrics and the latency analytics, and writes the log line
+//!    (all before sampling, so counts are exact);
+//! 3. samples per-request `info` events, counting what it drops;
+//! 4. hands the kept event to the [`RedisPublisher`](crate::redis_publisher::RedisPublisher)
+//!    (which batches on its own), to the live-feed subscribers, and to its ring of recent
+//!    events.
+//!
+//! Live-feed subscribers ([`Subscribe`]) each get a bounded channel; a subscriber that
+//! does not keep up is dropped rather than waited for. Events other processes published
+//! reach the subscribers through [`Relay`], without being counted or published again.
+//! The configuration is read once, when the process starts; worker processes therefore
+//! get theirs from the supervisor's [`EnvSnapshot`](crate::EnvSnapshot).
+
+mod analytics;
+mod config;
 
 use std::collections::{BTreeMap, VecDeque};
 
 use actix::prelude::*;
 use serde::Serialize;
+use tokio::sync::mpsc;
 
-use crate::env_snapshot::EnvSnapshot;
-use crate::event::{Event, Severity};
+pub use analytics::Analytics;
+use analytics::AnalyticsWindow;
+pub use config::{parse_bool, ObserverConfig, DEFAULT_APP_NAME};
+
+use crate::event::{Event, EventKind, Origin, Severity};
+use crate::feed::{FeedFilter, FeedItem};
+use crate::metrics::Metrics;
 use crate::redis_publisher::Publish;
-use crate::routing_event::{RoutingEvent, ROUTING_CHANNEL, ROUTING_STREAM, ROUTING_STREAM_MAX_LEN};
+use crate::routing_event::{RoutingEvent, ROUTING_STREAM_MAX_LEN};
 
-/// How an observer samples and how much it remembers.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ObserverConfig {
-    /// `details.app` of every event (`SOLLOL_APP_NAME`).
-    pub app_name: String,
-    /// `details.pid` of every event.
-    pub pid: u32,
-    /// Whether `info` events are sampled (`SOLLOL_OBSERVER_SAMPLING`, default true).
-    pub sampling: bool,
-    /// Fraction of `info` events kept when sampling (`SOLLOL_OBSERVER_SAMPLE_RATE`,
-    /// default 1.0, which keeps everything: the rate SOLLOL's own observer used).
-    pub sample_rate: f64,
-    /// Size of the ring of recent events (`SOLLOL_OBSERVER_MAX_EVENTS`, default 10000).
-    pub max_events: usize,
-}
+/// Items from other processes kept for new subscribers.
+const RECENT_REMOTE: usize = 200;
 
-pub const DEFAULT_APP_NAME: &str = "sollol";
+/// Records one event. Send it with `do_send`: nothing waits for the observer.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Emit(pub Event);
 
-impl Default for ObserverConfig {
-    fn default() -> Self {
-        Self {
-            app_name: DEFAULT_APP_NAME.to_string(),
-            pid: std::process::id(),
-            sampling: true,
-            sample_rate: 1.0,
-            max_events: 10_000,
-        }
-    }
-}
-
-impl ObserverConfig {
-    /// Reads the `SOLLOL_*` variables SOLLOL users already set. A value that does not
-    /// parse keeps the default and is reported with a warning naming the variable.
-    pub fn from_env(env: &EnvSnapshot) -> Self {
-        let defaults = Self::default();
-        Self {
-            app_name: env
-                .get("SOLLOL_APP_NAME")
-                .filter(|name| !name.is_empty())
-                .unwrap_or(DEFAULT_APP_NAME)
-                .to_string(),
-            pid: defaults.pid,
-            sampling: read_var(
-                env,
-                "SOLLOL_OBSERVER_SAMPLING",
-                parse_bool,
-                defaults.sampling,
-            ),
-            sample_rate: read_var(
-                env,
-                "SOLLOL_OBSERVER_SAMPLE_RATE",
-                |v| v.parse::<f64>().ok().filter(|r| (0.0..=1.0).contains(r)),
-                defaults.sample_rate,
-            ),
-            max_events: read_var(
-                env,
-                "SOLLOL_OBSERVER_MAX_EVENTS",
-                |v| v.parse().ok(),
-                defaults.max_events,
-            ),
-        }
-    }
-}
-
-/// Parses the boolean spellings SOLLOL accepted (`true/1/yes/on`, `false/0/no/off`).
-pub fn parse_bool(value: &str) -> Option<bool> {
-    match value.trim().to_ascii_lowercase().as_str() {
-        "true" | "1" | "yes" | "on" => Some(true),
-        "false" | "0" | "no" | "off" => Some(false),
-        _ => None,
-    }
-}
-
-fn read_var<T>(env: &EnvSnapshot, name: &str, parse: impl Fn(&str) -> Option<T>, default: T) -> T {
-    match env.get(name) {
-        None => default,
-        Some(raw) => parse(raw).unwrap_or_else(|| {
-            tracing::warn!(
-                variable = name,
-                value = raw,
-                "ignoring invalid value, using the default"
-            );
-            default
-        }),
-    }
-}
-
-/// Publishes one routing decision (channel and stream). Send it with `do_send`.
+/// Records one routing decision (channel and stream). Send it with `do_send`.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct EmitRouting(pub RoutingEvent);
+
+/// Passes an event another process published to the live-feed subscribers.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Relay(pub FeedItem);
+
+/// Opens a live feed: the most recent matching items (oldest first), then every new one
+/// until the receiver is dropped or falls `capacity` items behind.
+#[derive(Message)]
+#[rtype(result = "FeedSubscription")]
+pub struct Subscribe {
+    pub filter: FeedFilter,
+    pub capacity: usize,
+    /// How many recent items to send first.
+    pub backlog: usize,
+}
+
+pub struct FeedSubscription {
+    pub recent: Vec<FeedItem>,
+    pub receiver: mpsc::Receiver<FeedItem>,
+}
+
+/// Ends every live feed (their streams finish), so a server stopping gracefully does not
+/// wait for clients that would never leave on their own.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct CloseFeeds;
+
+#[derive(Message)]
+#[rtype(result = "ObserverStats")]
+pub struct GetObserverStats;
+
+#[derive(Message)]
+#[rtype(result = "Analytics")]
+pub struct GetAnalytics;
+
+/// The most recent events, newest first.
+#[derive(Message)]
+#[rtype(result = "Vec<Event>")]
+pub struct RecentEvents {
+    pub limit: usize,
+}
 
 /// Counters the observer keeps; served by `/sollol/stats`.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -115,7 +97,7 @@ pub struct ObserverStats {
     pub app_name: String,
     pub pid: u32,
     pub total_events: u64,
-    /// `info` events dropped on purpose by sampling.
+    /// Per-request `info` events dropped on purpose by sampling.
     pub dropped_by_sampling: u64,
     pub events_in_memory: usize,
     pub events_by_type: BTreeMap<String, u64>,
@@ -125,28 +107,24 @@ pub struct ObserverStats {
     pub routing_events: BTreeMap<String, u64>,
     pub sampling_enabled: bool,
     pub sample_rate: f64,
+    pub feed_subscribers: usize,
+    /// Live-feed subscribers dropped because they did not keep up.
+    pub feed_subscribers_dropped: u64,
 }
 
-/// Records one event. Send it with `do_send`: nothing waits for the observer.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Emit(pub Event);
-
-#[derive(Message)]
-#[rtype(result = "ObserverStats")]
-pub struct GetObserverStats;
-
-/// The most recent events, newest first.
-#[derive(Message)]
-#[rtype(result = "Vec<Event>")]
-pub struct RecentEvents {
-    pub limit: usize,
+struct Subscriber {
+    filter: FeedFilter,
+    sender: mpsc::Sender<FeedItem>,
 }
 
 pub struct ObserverActor {
     config: ObserverConfig,
     recent: VecDeque<Event>,
+    recent_remote: VecDeque<FeedItem>,
     stats: ObserverStats,
+    analytics: AnalyticsWindow,
+    metrics: Metrics,
+    subscribers: Vec<Subscriber>,
     /// Where kept events go next; `None` when Redis is not configured.
     publisher: Option<Recipient<Publish>>,
 }
@@ -162,10 +140,20 @@ impl ObserverActor {
         };
         Self {
             recent: VecDeque::with_capacity(config.max_events.min(1024)),
+            recent_remote: VecDeque::new(),
             config,
             stats,
+            analytics: AnalyticsWindow::default(),
+            metrics: Metrics::new(),
+            subscribers: Vec::new(),
             publisher,
         }
+    }
+
+    /// Records into `metrics` (shared with `/metrics` and the Redis publisher).
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     pub fn config(&self) -> &ObserverConfig {
@@ -175,8 +163,65 @@ impl ObserverActor {
     fn sampled_out(&self, event: &Event) -> bool {
         self.config.sampling
             && event.severity == Severity::Info
+            && event.kind.is_per_request()
             && self.config.sample_rate < 1.0
             && rand::random::<f64>() >= self.config.sample_rate
+    }
+
+    fn count(&mut self, event: &Event) {
+        let stats = &mut self.stats;
+        let type_name = event.event_type().as_str();
+        if let EventKind::Routing(_) = event.kind {
+            *stats.routing_events.entry(type_name.into()).or_default() += 1;
+            return;
+        }
+        *stats.events_by_type.entry(type_name.into()).or_default() += 1;
+        *stats
+            .events_by_backend
+            .entry(event.backend.clone())
+            .or_default() += 1;
+        if event.severity >= Severity::Error {
+            *stats
+                .errors_by_backend
+                .entry(event.backend.clone())
+                .or_default() += 1;
+        }
+    }
+
+    fn publish(&self, event: &Event) {
+        let Some(publisher) = &self.publisher else {
+            return;
+        };
+        let stream_len = match event.kind {
+            EventKind::Routing(_) => ROUTING_STREAM_MAX_LEN,
+            _ => self.config.activity_stream_len,
+        };
+        publisher.do_send(Publish::event(
+            event.channel(),
+            event.stream(),
+            event.to_json(),
+            stream_len,
+        ));
+    }
+
+    /// Sends `item` to every subscriber that wants it; drops those that fell behind or left.
+    fn fan_out(&mut self, item: &FeedItem) {
+        let before = self.subscribers.len();
+        self.subscribers.retain(|subscriber| {
+            if !subscriber.filter.matches(item) {
+                return !subscriber.sender.is_closed();
+            }
+            match subscriber.sender.try_send(item.clone()) {
+                Ok(()) => true,
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    tracing::debug!("live feed subscriber fell behind; dropping it");
+                    false
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => false,
+            }
+        });
+        let gone = before - self.subscribers.len();
+        self.stats.feed_subscribers_dropped += gone as u64;
     }
 }
 
@@ -189,37 +234,24 @@ impl Handler<Emit> for ObserverActor {
 
     fn handle(&mut self, Emit(mut event): Emit, _ctx: &mut Self::Context) {
         self.stats.total_events += 1;
+        event.classify(&self.config.rules);
+        event.origin = Some(Origin {
+            app: self.config.app_name.clone(),
+            pid: self.config.pid,
+        });
+        self.metrics.record(&event);
+        self.analytics.record(&event);
+        event.log();
         if self.sampled_out(&event) {
             self.stats.dropped_by_sampling += 1;
+            self.metrics.dropped_by_sampling();
             return;
         }
 
-        event
-            .details
-            .insert("app".into(), self.config.app_name.clone().into());
-        event.details.insert("pid".into(), self.config.pid.into());
-
-        let type_name = event.event_type.as_str();
-        *self
-            .stats
-            .events_by_type
-            .entry(type_name.into())
-            .or_default() += 1;
-        *self
-            .stats
-            .events_by_backend
-            .entry(event.backend.clone())
-            .or_default() += 1;
-        if event.severity >= Severity::Error {
-            *self
-                .stats
-                .errors_by_backend
-                .entry(event.backend.clone())
-                .or_default() += 1;
-        }
-
-        if let Some(publisher) = &self.publisher {
-            publisher.do_send(Publish::new(event.event_type.channel(), event.to_json()));
+        self.count(&event);
+        self.publish(&event);
+        if !self.subscribers.is_empty() {
+            self.fan_out(&FeedItem::from_event(&event));
         }
         if self.config.max_events > 0 {
             if self.recent.len() == self.config.max_events {
@@ -233,22 +265,54 @@ impl Handler<Emit> for ObserverActor {
 impl Handler<EmitRouting> for ObserverActor {
     type Result = ();
 
-    fn handle(&mut self, EmitRouting(event): EmitRouting, _ctx: &mut Self::Context) {
-        *self
-            .stats
-            .routing_events
-            .entry(event.event_type.as_str().into())
-            .or_default() += 1;
-        if let Some(publisher) = &self.publisher {
-            let payload = event.to_json();
-            publisher.do_send(Publish::stream_add(
-                ROUTING_STREAM,
-                "event",
-                payload.clone(),
-                ROUTING_STREAM_MAX_LEN,
-            ));
-            publisher.do_send(Publish::new(ROUTING_CHANNEL, payload));
+    fn handle(&mut self, EmitRouting(routing): EmitRouting, ctx: &mut Self::Context) {
+        self.handle(Emit(Event::from(routing)), ctx);
+    }
+}
+
+impl Handler<Relay> for ObserverActor {
+    type Result = ();
+
+    fn handle(&mut self, Relay(item): Relay, _ctx: &mut Self::Context) {
+        if !self.subscribers.is_empty() {
+            self.fan_out(&item);
         }
+        if self.recent_remote.len() == RECENT_REMOTE {
+            self.recent_remote.pop_front();
+        }
+        self.recent_remote.push_back(item);
+    }
+}
+
+impl Handler<Subscribe> for ObserverActor {
+    type Result = MessageResult<Subscribe>;
+
+    fn handle(&mut self, request: Subscribe, _ctx: &mut Self::Context) -> Self::Result {
+        let local = self.recent.iter().rev().map(FeedItem::from_event);
+        let remote = self.recent_remote.iter().rev().cloned();
+        let mut recent: Vec<FeedItem> = local
+            .take(request.backlog * 4)
+            .chain(remote.take(request.backlog * 4))
+            .filter(|item| request.filter.matches(item))
+            .collect();
+        recent.sort_by(|a, b| a.timestamp.total_cmp(&b.timestamp));
+        let skip = recent.len().saturating_sub(request.backlog);
+        recent.drain(..skip);
+
+        let (sender, receiver) = mpsc::channel(request.capacity.max(1));
+        self.subscribers.push(Subscriber {
+            filter: request.filter,
+            sender,
+        });
+        MessageResult(FeedSubscription { recent, receiver })
+    }
+}
+
+impl Handler<CloseFeeds> for ObserverActor {
+    type Result = ();
+
+    fn handle(&mut self, _: CloseFeeds, _ctx: &mut Self::Context) {
+        self.subscribers.clear();
     }
 }
 
@@ -258,7 +322,16 @@ impl Handler<GetObserverStats> for ObserverActor {
     fn handle(&mut self, _: GetObserverStats, _ctx: &mut Self::Context) -> Self::Result {
         let mut stats = self.stats.clone();
         stats.events_in_memory = self.recent.len();
+        stats.feed_subscribers = self.subscribers.len();
         MessageResult(stats)
+    }
+}
+
+impl Handler<GetAnalytics> for ObserverActor {
+    type Result = MessageResult<GetAnalytics>;
+
+    fn handle(&mut self, _: GetAnalytics, _ctx: &mut Self::Context) -> Self::Result {
+        MessageResult(self.analytics.snapshot())
     }
 }
 
@@ -271,86 +344,4 @@ impl Handler<RecentEvents> for ObserverActor {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::event::EventType;
-
-    #[test]
-    fn config_reads_sollol_variables_and_keeps_defaults_on_bad_values() {
-        let env = EnvSnapshot::from_vars([
-            ("SOLLOL_APP_NAME", "indexer"),
-            ("SOLLOL_OBSERVER_SAMPLING", "off"),
-            ("SOLLOL_OBSERVER_SAMPLE_RATE", "7"),
-        ]);
-        let config = ObserverConfig::from_env(&env);
-        assert_eq!(config.app_name, "indexer");
-        assert!(!config.sampling);
-        assert_eq!(config.sample_rate, 1.0);
-        assert_eq!(
-            ObserverConfig::from_env(&EnvSnapshot::default()).app_name,
-            "sollol"
-        );
-    }
-
-    #[test]
-    fn stamps_app_and_pid_counts_and_keeps_a_bounded_ring() {
-        let system = System::new();
-        system.block_on(async {
-            let config = ObserverConfig {
-                app_name: "t".into(),
-                pid: 42,
-                max_events: 3,
-                ..ObserverConfig::default()
-            };
-            let observer = ObserverActor::new(config, None).start();
-            for i in 0..5 {
-                let event =
-                    Event::ollama_error(&format!("n{i}"), "m", "HTTP 500", Default::default());
-                observer.do_send(Emit(event));
-            }
-            let stats = observer
-                .send(GetObserverStats)
-                .await
-                .expect("observer alive");
-            assert_eq!(stats.total_events, 5);
-            assert_eq!(stats.events_in_memory, 3);
-            assert_eq!(stats.events_by_type["ollama_error"], 5);
-            assert_eq!(stats.errors_by_backend["n4"], 1);
-            let recent = observer
-                .send(RecentEvents { limit: 10 })
-                .await
-                .expect("alive");
-            assert_eq!(recent.len(), 3);
-            assert_eq!(recent[0].backend, "n4");
-            assert_eq!(recent[0].details["app"], "t");
-            assert_eq!(recent[0].details["pid"], 42);
-            assert_eq!(recent[0].event_type, EventType::OllamaError);
-        });
-    }
-
-    #[test]
-    fn sampling_drops_only_info_events_and_counts_them() {
-        let system = System::new();
-        system.block_on(async {
-            let config = ObserverConfig {
-                sample_rate: 0.0,
-                ..ObserverConfig::default()
-            };
-            let observer = ObserverActor::new(config, None).start();
-            observer.do_send(Emit(Event::ollama_request("n", "m", "chat", false)));
-            observer.do_send(Emit(Event::ollama_error(
-                "n",
-                "m",
-                "boom",
-                Default::default(),
-            )));
-            let stats = observer
-                .send(GetObserverStats)
-                .await
-                .expect("observer alive");
-            assert_eq!(stats.total_events, 2);
-            assert_eq!(stats.dropped_by_sampling, 1);
-            assert_eq!(stats.events_in_memory, 1);
-        });
-    }
-}
+mod tests;

@@ -1,11 +1,14 @@
 //! The Redis publisher: owns the connection, batches, pipelines, reconnects.
 //!
-//! Messages arrive with `do_send` and wait in a bounded backlog. A batch is written as one
+//! Messages arrive with `do_send` and wait in a bounded backlog; a message is the commands
+//! for one event (a `PUBLISH` and an `XADD`) or for one key update. A batch is written as one
 //! pipeline (one round trip) when the backlog reaches `batch_size` or every
 //! `flush_interval`, whichever comes first. While Redis is down the backlog keeps the
 //! newest `max_backlog` messages and counts the ones it had to drop; the connection is
 //! retried with exponential backoff and the backlog is flushed once it is back. Send
 //! [`Flush`] before shutting down to drain what is left. Nobody else ever waits for Redis.
+//! [`Fetch`] runs read commands on the same connection for the few periodic readers
+//! (application registry); it answers at once with an error while Redis is down.
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
@@ -16,6 +19,7 @@ use redis::aio::MultiplexedConnection;
 use redis::AsyncConnectionConfig;
 use serde::Serialize;
 
+use crate::metrics::Metrics;
 use crate::secret::RedactedUrl;
 
 #[derive(Debug, Clone)]
@@ -56,7 +60,7 @@ pub enum PublisherError {
 }
 
 /// One Redis command the publisher will write.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum RedisCommand {
     /// `PUBLISH channel payload`.
     Publish {
@@ -78,20 +82,61 @@ pub enum RedisCommand {
     },
     /// `DEL key`.
     Del { key: Cow<'static, str> },
+    /// `ZADD key score member`.
+    SortedSetAdd {
+        key: Cow<'static, str>,
+        member: String,
+        score: f64,
+    },
+    /// `ZREM key member`.
+    SortedSetRemove {
+        key: Cow<'static, str>,
+        member: String,
+    },
+    /// `ZREMRANGEBYSCORE key -inf (below`: removes members scored below `below`.
+    SortedSetTrim { key: Cow<'static, str>, below: f64 },
 }
 
-/// Queues one command; send it with `do_send`.
+/// Queues the commands of one message, written together; send it with `do_send`.
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "()")]
-pub struct Publish(pub RedisCommand);
+pub struct Publish(pub Vec<RedisCommand>);
 
 impl Publish {
     /// A pub/sub message.
     pub fn new(channel: impl Into<Cow<'static, str>>, payload: String) -> Self {
-        Self(RedisCommand::Publish {
+        Self::one(RedisCommand::Publish {
             channel: channel.into(),
             payload,
         })
+    }
+
+    pub fn one(command: RedisCommand) -> Self {
+        Self(vec![command])
+    }
+
+    /// An event: published on `channel` and appended to `stream` (trimmed to about
+    /// `max_len`; 0 leaves the stream out).
+    pub fn event(
+        channel: &'static str,
+        stream: &'static str,
+        payload: String,
+        max_len: usize,
+    ) -> Self {
+        let mut commands = Vec::with_capacity(2);
+        if max_len > 0 {
+            commands.push(RedisCommand::StreamAdd {
+                stream: stream.into(),
+                field: "event",
+                payload: payload.clone(),
+                max_len,
+            });
+        }
+        commands.push(RedisCommand::Publish {
+            channel: channel.into(),
+            payload,
+        });
+        Self(commands)
     }
 
     /// An entry `{field: payload}` on a stream trimmed to about `max_len` entries.
@@ -101,7 +146,7 @@ impl Publish {
         payload: String,
         max_len: usize,
     ) -> Self {
-        Self(RedisCommand::StreamAdd {
+        Self::one(RedisCommand::StreamAdd {
             stream: stream.into(),
             field,
             payload,
@@ -111,7 +156,7 @@ impl Publish {
 
     /// A key that expires after `ttl_secs`.
     pub fn set_ex(key: impl Into<Cow<'static, str>>, payload: String, ttl_secs: u64) -> Self {
-        Self(RedisCommand::SetEx {
+        Self::one(RedisCommand::SetEx {
             key: key.into(),
             payload,
             ttl_secs,
@@ -119,7 +164,7 @@ impl Publish {
     }
 
     pub fn del(key: impl Into<Cow<'static, str>>) -> Self {
-        Self(RedisCommand::Del { key: key.into() })
+        Self::one(RedisCommand::Del { key: key.into() })
     }
 }
 
@@ -127,6 +172,20 @@ impl Publish {
 #[derive(Message)]
 #[rtype(result = "usize")]
 pub struct Flush;
+
+/// Runs read commands on the publisher's connection and answers their replies, one per
+/// command that is not ignored.
+#[derive(Message)]
+#[rtype(result = "Result<Vec<redis::Value>, FetchError>")]
+pub struct Fetch(pub redis::Pipeline);
+
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("redis is not connected")]
+    NotConnected,
+    #[error("redis read failed: {0}")]
+    Failed(#[from] redis::RedisError),
+}
 
 #[derive(Message)]
 #[rtype(result = "PublisherStats")]
@@ -157,6 +216,7 @@ pub struct RedisPublisher {
     warned_down: bool,
     backlog: VecDeque<Publish>,
     stats: PublisherStats,
+    metrics: Option<Metrics>,
 }
 
 impl RedisPublisher {
@@ -180,7 +240,41 @@ impl RedisPublisher {
             backlog: VecDeque::new(),
             stats,
             config,
+            metrics: None,
         })
+    }
+
+    /// Also counts into `metrics` (published, dropped by backlog, backlog, connection).
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    fn note_backlog(&self) {
+        if let Some(metrics) = &self.metrics {
+            metrics.redis_backlog(self.backlog.len());
+        }
+    }
+
+    fn note_published(&mut self, count: usize) {
+        self.stats.published += count as u64;
+        if let Some(metrics) = &self.metrics {
+            metrics.published(count as u64);
+        }
+        self.note_backlog();
+    }
+
+    fn note_dropped(&mut self, count: u64) {
+        self.stats.dropped_by_backlog += count;
+        if let Some(metrics) = &self.metrics {
+            metrics.dropped_by_backlog(count);
+        }
+    }
+
+    fn note_connected(&self, connected: bool) {
+        if let Some(metrics) = &self.metrics {
+            metrics.redis_connected(connected);
+        }
     }
 
     fn connect(&mut self, ctx: &mut Context<Self>) {
@@ -205,6 +299,7 @@ impl RedisPublisher {
                 act.warned_down = false;
                 act.reconnect_delay = Duration::from_millis(100);
                 act.stats.reconnects += 1;
+                act.note_connected(true);
                 act.flush(ctx);
             }
             Err(err) if act.warned_down => {
@@ -252,7 +347,7 @@ impl RedisPublisher {
             act.writing = false;
             match result {
                 Ok(()) => {
-                    act.stats.published += batch.len() as u64;
+                    act.note_published(batch.len());
                     if act.backlog.len() >= act.config.batch_size {
                         act.flush(ctx);
                     }
@@ -261,6 +356,7 @@ impl RedisPublisher {
                     tracing::warn!(url = %act.config.url, messages = batch.len(), error = %err, "redis write failed; reconnecting");
                     act.stats.failed_flushes += 1;
                     act.connection = None;
+                    act.note_connected(false);
                     act.requeue(batch);
                     act.connect(ctx);
                 }
@@ -273,16 +369,19 @@ impl RedisPublisher {
         for message in batch.into_iter().rev() {
             self.backlog.push_front(message);
         }
+        let mut dropped = 0;
         while self.backlog.len() > self.config.max_backlog {
             self.backlog.pop_front();
-            self.stats.dropped_by_backlog += 1;
+            dropped += 1;
         }
+        self.note_dropped(dropped);
+        self.note_backlog();
     }
 }
 
 fn build_pipeline(batch: &[Publish]) -> redis::Pipeline {
     let mut pipeline = redis::pipe();
-    for Publish(command) in batch {
+    for command in batch.iter().flat_map(|Publish(commands)| commands) {
         match command {
             RedisCommand::Publish { channel, payload } => {
                 pipeline
@@ -324,6 +423,25 @@ fn build_pipeline(batch: &[Publish]) -> redis::Pipeline {
             RedisCommand::Del { key } => {
                 pipeline.cmd("DEL").arg(key.as_ref()).ignore();
             }
+            RedisCommand::SortedSetAdd { key, member, score } => {
+                pipeline
+                    .cmd("ZADD")
+                    .arg(key.as_ref())
+                    .arg(*score)
+                    .arg(member)
+                    .ignore();
+            }
+            RedisCommand::SortedSetRemove { key, member } => {
+                pipeline.cmd("ZREM").arg(key.as_ref()).arg(member).ignore();
+            }
+            RedisCommand::SortedSetTrim { key, below } => {
+                pipeline
+                    .cmd("ZREMRANGEBYSCORE")
+                    .arg(key.as_ref())
+                    .arg("-inf")
+                    .arg(format!("({below}"))
+                    .ignore();
+            }
         }
     }
     pipeline
@@ -344,9 +462,10 @@ impl Handler<Publish> for RedisPublisher {
     fn handle(&mut self, message: Publish, ctx: &mut Self::Context) {
         if self.backlog.len() >= self.config.max_backlog {
             self.backlog.pop_front();
-            self.stats.dropped_by_backlog += 1;
+            self.note_dropped(1);
         }
         self.backlog.push_back(message);
+        self.note_backlog();
         if self.backlog.len() >= self.config.batch_size {
             self.flush(ctx);
         }
@@ -368,7 +487,7 @@ impl Handler<Flush> for RedisPublisher {
         let write = async move { pipeline.query_async::<()>(&mut connection).await };
         Box::pin(write.into_actor(self).map(move |result, act, _ctx| match result {
             Ok(()) => {
-                act.stats.published += batch.len() as u64;
+                act.note_published(batch.len());
                 batch.len()
             }
             Err(err) => {
@@ -378,6 +497,17 @@ impl Handler<Flush> for RedisPublisher {
                 0
             }
         }))
+    }
+}
+
+impl Handler<Fetch> for RedisPublisher {
+    type Result = ResponseFuture<Result<Vec<redis::Value>, FetchError>>;
+
+    fn handle(&mut self, Fetch(pipeline): Fetch, _ctx: &mut Self::Context) -> Self::Result {
+        let Some(mut connection) = self.connection.clone() else {
+            return Box::pin(async { Err(FetchError::NotConnected) });
+        };
+        Box::pin(async move { Ok(pipeline.query_async(&mut connection).await?) })
     }
 }
 

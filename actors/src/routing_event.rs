@@ -34,7 +34,7 @@ impl RoutingEventType {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RoutingEvent {
     pub event_type: RoutingEventType,
     pub model: String,

@@ -31,7 +31,7 @@ use serde_json::Value;
 use tokio::sync::oneshot;
 
 use crate::env_snapshot::EnvSnapshot;
-use crate::event::{Event, EventType, Severity};
+use crate::event::{Event, WorkerChange};
 use crate::observer::Emit;
 use crate::worker::actor::{JobError, Kill, Retire, RunJob, WorkerActor, WorkerReport};
 use crate::worker::launcher::{ChildSpec, ExitReason, Launcher, Restart};
@@ -214,27 +214,19 @@ impl Supervisor {
         })
     }
 
-    fn emit(
-        &self,
-        event_type: EventType,
-        severity: Severity,
-        index: usize,
-        detail: Option<(&str, Value)>,
-    ) {
-        let Some(observer) = &self.observer else {
-            return;
-        };
-        let slot = &self.slots[index];
-        let mut event = Event::new(event_type, severity, format!("worker:{}", slot.id))
-            .detail("worker_id", slot.id)
-            .detail("restarts", slot.restarts);
-        if let Some(pid) = slot.pid {
-            event = event.detail("worker_pid", pid);
+    /// Reports a lifecycle change of a worker; the observer logs, counts and publishes it.
+    fn emit(&self, index: usize, change: WorkerChange) {
+        if let Some(observer) = &self.observer {
+            let slot = &self.slots[index];
+            observer.do_send(Emit(Event::worker(
+                slot.id,
+                slot.pid,
+                slot.restarts,
+                change,
+            )));
+        } else {
+            tracing::info!(worker = index, change = ?change, "worker lifecycle");
         }
-        if let Some((key, value)) = detail {
-            event = event.detail(key, value);
-        }
-        observer.do_send(Emit(event));
     }
 
     fn spawn_slot(&mut self, index: usize, ctx: &mut Context<Self>) {
@@ -257,7 +249,7 @@ impl Supervisor {
                 let actor = WorkerActor::new(index, slot.generation, spec, child, me);
                 slot.worker = Some(actor.start());
                 tracing::info!(worker = index, pid = ?slot.pid, "worker spawned");
-                self.emit(EventType::WorkerSpawned, Severity::Info, index, None);
+                self.emit(index, WorkerChange::Spawned);
             }
             Err(err) => {
                 let message = format!("could not start `{}`: {err}", self.spec.command_line());
@@ -313,13 +305,13 @@ impl Supervisor {
                 last_error = ?slot.last_error,
                 "worker keeps exiting; giving up on it"
             );
-            let error = slot.last_error.clone().unwrap_or_default();
-            self.emit(
-                EventType::WorkerFailed,
-                Severity::Error,
-                index,
-                Some(("error", error.into())),
+            let error = format!(
+                "exited {} times within {} s; last error: {}",
+                slot.recent_exits.len(),
+                intensity.window.as_secs(),
+                slot.last_error.as_deref().unwrap_or("none")
             );
+            self.emit(index, WorkerChange::Failed { error });
             self.fail_if_no_workers();
             return;
         }
@@ -331,12 +323,7 @@ impl Supervisor {
             delay_ms = delay.as_millis() as u64,
             "restarting worker"
         );
-        self.emit(
-            EventType::WorkerRestarting,
-            Severity::Warning,
-            index,
-            Some(("delay_ms", (delay.as_millis() as u64).into())),
-        );
+        self.emit(index, WorkerChange::Restarting { delay });
         ctx.run_later(delay, move |act, ctx| act.spawn_slot(index, ctx));
     }
 
@@ -559,11 +546,10 @@ impl Supervisor {
             }
         }
         for (index, resident) in over {
-            self.emit(
-                EventType::WorkerRestarting,
-                Severity::Warning,
-                index,
-                Some(("memory_bytes", resident.into())),
+            tracing::info!(
+                worker = index,
+                resident,
+                "worker will be replaced for its memory use"
             );
         }
         self.retire_drained(ctx);
@@ -647,7 +633,7 @@ impl Handler<WorkerReport> for Supervisor {
                 slot.pid = Some(pid);
                 slot.env = env;
                 slot.ready_at = Some(Instant::now());
-                self.emit(EventType::WorkerReady, Severity::Info, index, None);
+                self.emit(index, WorkerChange::Ready);
                 if !self.rolling.is_empty() && !self.slots.iter().any(|s| s.replacing) {
                     self.roll_next(ctx);
                 }
@@ -674,15 +660,13 @@ impl Handler<WorkerReport> for Supervisor {
                     slot.last_error = Some(format!("worker exited with {reason}"));
                 }
                 let replacing = slot.replacing;
+                let expected = replacing || self.stopping;
                 self.emit(
-                    EventType::WorkerExited,
-                    if replacing || self.stopping {
-                        Severity::Info
-                    } else {
-                        Severity::Warning
-                    },
                     index,
-                    Some(("reason", exit_text(&reason).into())),
+                    WorkerChange::Exited {
+                        reason: exit_text(&reason),
+                        expected,
+                    },
                 );
                 if self.stopping {
                     self.slots[index].state = WorkerState::Stopped;

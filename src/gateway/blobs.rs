@@ -63,6 +63,7 @@ async fn forward_blob(
         streaming: false,
         priority: controls.priority.unwrap_or(DEFAULT_PRIORITY),
         adds_model: None,
+        received: std::time::Instant::now(),
     };
     let pick = PickNode {
         node: controls

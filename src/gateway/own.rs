@@ -1,7 +1,10 @@
-//! sollol's own routes: `/sollol/health`, `/sollol/nodes`, `/sollol/workers`, `/sollol/stats`.
+//! sollol's own routes: `/sollol/health`, `/sollol/nodes`, `/sollol/workers`,
+//! `/sollol/stats`, `/sollol/metadata` and `/metrics`.
 
+use actix_web::http::header;
 use actix_web::{web, HttpResponse};
 use serde_json::json;
+use sollol_actors::metadata::GetMetadata;
 use sollol_actors::observer::GetObserverStats;
 use sollol_actors::redis_publisher::GetPublisherStats;
 use sollol_actors::supervisor::WorkerState;
@@ -77,4 +80,25 @@ pub async fn stats(state: web::Data<AppState>) -> HttpResponse {
         "observer": observer,
         "redis": publisher,
     }))
+}
+
+/// The Prometheus text exposition of this process's metrics.
+pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header((header::CONTENT_TYPE, sollol_actors::metrics::CONTENT_TYPE))
+        .body(state.metrics.encode())
+}
+
+/// The document published as `sollol:router:metadata`, as it would be published now.
+pub async fn metadata(state: web::Data<AppState>) -> HttpResponse {
+    let document = match &state.metadata {
+        Some(metadata) => metadata.send(GetMetadata).await.ok(),
+        None => None,
+    };
+    match document {
+        Some(document) => HttpResponse::Ok().json(document),
+        None => {
+            HttpResponse::ServiceUnavailable().json(json!({ "error": "metadata is not available" }))
+        }
+    }
 }

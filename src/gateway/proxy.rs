@@ -133,6 +133,8 @@ pub struct Routed<'a> {
     pub priority: u8,
     /// A model the serving node has once the request succeeds (pull, create, copy).
     pub adds_model: Option<String>,
+    /// When the gateway received the request (for its own added latency).
+    pub received: Instant,
 }
 
 async fn forward_inner(
@@ -141,6 +143,7 @@ async fn forward_inner(
     state: &web::Data<AppState>,
     spec: RouteSpec,
 ) -> Result<HttpResponse, GatewayError> {
+    let received = Instant::now();
     let controls = Controls::from_headers(request.headers())?;
     let body = read_body(request, payload, state.settings.max_body_bytes).await?;
     let info = match spec.model {
@@ -177,6 +180,7 @@ async fn forward_inner(
             .priority
             .or(info.priority)
             .unwrap_or(DEFAULT_PRIORITY),
+        received,
         adds_model: match path {
             "/api/pull" | "/api/create" => info.model.clone(),
             "/api/copy" => info.destination.clone(),
@@ -278,6 +282,9 @@ pub async fn send_with_failover(
             Err(_) => return Err(GatewayError::bad_gateway("the router has stopped")),
         };
         let node = lease.node.clone();
+        tracing::Span::current()
+            .record("node", node.key())
+            .record("attempt", attempt);
         let Ok(attempt_body) = body.next() else {
             break;
         };
@@ -358,12 +365,10 @@ pub async fn send_with_failover(
             Some(ttfb),
             kind_of_end,
         ));
-        state.observer.do_send(Emit(Event::ollama_error(
-            node.key(),
-            &routed.model_label,
-            &failure,
-            started.elapsed(),
-        )));
+        state.observer.do_send(Emit(
+            Event::ollama_error(node.key(), &routed.model_label, &failure, started.elapsed())
+                .on_route(routed.operation),
+        ));
         let fallback = RoutingEvent::new(
             RoutingEventType::FallbackTriggered,
             &routed.model_label,
@@ -492,6 +497,11 @@ pub struct Completion {
     streaming: bool,
     started: Instant,
     affinity: AffinityOutcome,
+    /// The model as the client named it, for events.
+    model_label: String,
+    first_byte: Duration,
+    /// Time the gateway spent before sending the request upstream.
+    overhead: Duration,
 }
 
 impl Completion {
@@ -532,6 +542,9 @@ impl Completion {
             in_flight: lease.in_flight,
             operation: routed.operation,
             streaming: routed.streaming,
+            model_label: routed.model_label.clone(),
+            first_byte: ttfb,
+            overhead: started.saturating_duration_since(routed.received),
             started,
         }
     }
@@ -539,7 +552,7 @@ impl Completion {
     fn finish(mut self, status: u16, end: Outcome) {
         let latency = self.started.elapsed();
         let key = self.node.key();
-        let model = self.outcome.model.clone().unwrap_or_default();
+        let model = self.model_label.clone();
         let event = match &end {
             Outcome::Completed if status < 400 => {
                 Event::ollama_response(key, &model, self.operation, latency, status, self.streaming)
@@ -552,6 +565,11 @@ impl Completion {
                 Event::ollama_error(key, &model, "client closed the connection", latency)
             }
         };
+        let event = event
+            .on_route(self.operation)
+            .with_status(status)
+            .with_first_byte(self.first_byte)
+            .with_gateway_overhead(self.overhead);
         self.outcome.latency = latency;
         self.outcome.kind_of_end = match end {
             Outcome::UpstreamFailed(message) => OutcomeKind::ServerError(message),

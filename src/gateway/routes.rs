@@ -1,4 +1,5 @@
-//! The route table: Ollama's API, its OpenAI-compatible layer, and sollol's own routes.
+//! The route table: Ollama's API, its OpenAI-compatible layer, sollol's own routes, and
+//! `/metrics`.
 //!
 //! Unknown paths get Ollama's `404 page not found` and a known path with the wrong method
 //! gets `405 method not allowed` with an `Allow` header, both as `text/plain`, exactly as
@@ -10,7 +11,9 @@ use actix_web::{web, HttpRequest, HttpResponse, Route};
 use super::aggregate;
 use super::batch;
 use super::blobs;
+use super::dashboard;
 use super::jobs;
+use super::live;
 use super::own;
 use super::proxy::{forward, ModelRule, RouteSpec};
 use super::state::AppState;
@@ -119,6 +122,26 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .service(
             web::resource("/sollol/batch/jobs/{id}/results")
                 .route(web::get().to(jobs::results))
+                .default_service(not_allowed("GET")),
+        )
+        .service(
+            web::resource("/sollol/metadata")
+                .route(web::get().to(own::metadata))
+                .default_service(not_allowed("GET")),
+        )
+        .service(
+            web::resource("/sollol/events")
+                .route(web::get().to(live::events))
+                .default_service(not_allowed("GET")),
+        )
+        .service(
+            web::resource("/sollol/dashboard")
+                .route(web::get().to(dashboard::page))
+                .default_service(not_allowed("GET")),
+        )
+        .service(
+            web::resource("/metrics")
+                .route(web::get().to(own::metrics))
                 .default_service(not_allowed("GET")),
         )
         .service(

@@ -6,6 +6,8 @@ use std::time::Instant;
 
 use actix::Addr;
 use serde::Serialize;
+use sollol_actors::metadata::MetadataActor;
+use sollol_actors::metrics::Metrics;
 use sollol_actors::node::NodeHandle;
 use sollol_actors::observer::ObserverActor;
 use sollol_actors::redis_publisher::RedisPublisher;
@@ -20,6 +22,9 @@ pub struct AppState {
     pub nodes: Vec<NodeHandle>,
     pub observer: Addr<ObserverActor>,
     pub publisher: Option<Addr<RedisPublisher>>,
+    pub metrics: Metrics,
+    /// Builds `sollol:router:metadata`; `None` only in a gateway that was not announced.
+    pub metadata: Option<Addr<MetadataActor>>,
     pub workers: Option<SupervisorHandle>,
     pub settings: Arc<Settings>,
     pub started: Instant,
@@ -44,6 +49,8 @@ impl AppState {
             nodes: cluster.nodes.clone(),
             observer: telemetry.observer.clone(),
             publisher: telemetry.publisher.clone(),
+            metrics: telemetry.metrics.clone(),
+            metadata: telemetry.metadata.clone(),
             workers,
             settings,
             started: Instant::now(),

@@ -3,9 +3,12 @@
 
 #![allow(dead_code)]
 
+pub mod browser;
+pub mod redis_support;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_sollol");
@@ -14,6 +17,8 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_sollol");
 pub struct Running {
     pub url: String,
     pub child: Child,
+    /// Everything it wrote to stderr so far.
+    pub logs: Arc<Mutex<Vec<String>>>,
 }
 
 impl Running {
@@ -24,6 +29,10 @@ impl Running {
     /// `host:port` of the process's listener.
     pub fn key(&self) -> String {
         self.url.trim_start_matches("http://").to_string()
+    }
+
+    pub fn logs(&self) -> String {
+        self.logs.lock().expect("logs").join("\n")
     }
 
     pub fn kill(&mut self) {
@@ -82,15 +91,18 @@ pub fn start_and_wait(mut command: Command, what: &str) -> Running {
         }
     });
     let label = what.to_string();
+    let logs = Arc::new(Mutex::new(Vec::new()));
+    let kept = logs.clone();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             if std::env::var_os("SOLLOL_TEST_LOGS").is_some() {
                 eprintln!("[{label}] {line}");
             }
+            kept.lock().expect("logs").push(line);
         }
     });
     match url.recv_timeout(Duration::from_secs(30)) {
-        Ok(url) => Running { url, child },
+        Ok(url) => Running { url, child, logs },
         Err(_) => {
             let _ = child.kill();
             panic!("{what} did not print its address within 30 s");
@@ -155,6 +167,34 @@ where
         if Instant::now() > deadline {
             panic!("timed out after {limit:?} waiting for {what}");
         }
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// POSTs `body` and returns the status once the whole answer was read.
+pub async fn post_status(url: &str, body: &str) -> u16 {
+    let response = client()
+        .post(url)
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap_or_else(|err| panic!("POST {url}: {err}"));
+    let status = response.status().as_u16();
+    let _ = response.bytes().await;
+    status
+}
+
+/// Sends SIGTERM and waits, without blocking the test's runtime, until the process exits.
+pub async fn stop_gracefully(process: &mut Running) {
+    unsafe {
+        libc::kill(process.pid() as i32, libc::SIGTERM);
+    }
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !matches!(process.child.try_wait(), Ok(Some(_))) {
+        assert!(
+            Instant::now() < deadline,
+            "the process did not stop within 15 s"
+        );
         actix_rt::time::sleep(Duration::from_millis(50)).await;
     }
 }

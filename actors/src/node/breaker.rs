@@ -8,25 +8,7 @@
 
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum BreakerState {
-    Closed,
-    Open,
-    HalfOpen,
-}
-
-impl BreakerState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Closed => "closed",
-            Self::Open => "open",
-            Self::HalfOpen => "half_open",
-        }
-    }
-}
+pub use crate::event::BreakerState;
 
 /// Whether a request may go to the node now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

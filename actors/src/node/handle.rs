@@ -330,11 +330,11 @@ impl NodeHandle {
             }
             (
                 admission,
-                (state.breaker.state() != before).then(|| state.breaker.state()),
+                (state.breaker.state() != before).then(|| (before, state.breaker.state())),
             )
         };
-        if let Some(state) = changed {
-            self.report_breaker(state, "cooldown over; sending a probe");
+        if let Some((from, to)) = changed {
+            self.report_breaker(from, to, "cooldown over; sending a probe");
         }
         admission != Admission::Refused
     }
@@ -428,7 +428,8 @@ impl NodeHandle {
                             outcome.cold,
                         );
                     }
-                    (state.breaker.on_success(), false)
+                    let before = state.breaker.state();
+                    (state.breaker.on_success().map(|to| (before, to)), false)
                 }
                 OutcomeKind::ClientError => (None, false),
                 OutcomeKind::ServerError(message)
@@ -443,7 +444,11 @@ impl NodeHandle {
                         outcome.kind_of_end,
                         OutcomeKind::Transport { refused: true, .. }
                     );
-                    (state.breaker.on_failure(now), refused)
+                    let before = state.breaker.state();
+                    (
+                        state.breaker.on_failure(now).map(|to| (before, to)),
+                        refused,
+                    )
                 }
             }
         };
@@ -452,7 +457,7 @@ impl NodeHandle {
             OutcomeKind::Busy(_) => self.learn_busy(),
             _ => {}
         }
-        if let Some(state) = breaker_change {
+        if let Some((from, to)) = breaker_change {
             let reason = match &outcome.kind_of_end {
                 OutcomeKind::Success => "a request succeeded".to_string(),
                 OutcomeKind::ServerError(message)
@@ -460,7 +465,7 @@ impl NodeHandle {
                 | OutcomeKind::Transport { message, .. } => message.clone(),
                 OutcomeKind::ClientError => String::new(),
             };
-            self.report_breaker(state, &reason);
+            self.report_breaker(from, to, &reason);
         }
         if down {
             if let OutcomeKind::Transport { message, .. } = &outcome.kind_of_end {
@@ -552,16 +557,8 @@ impl NodeHandle {
         ));
     }
 
-    fn report_breaker(&self, state: BreakerState, reason: &str) {
-        tracing::warn!(node = %self.key(), breaker = state.as_str(), reason, "circuit breaker changed");
-        let health = if state == BreakerState::Closed {
-            "healthy"
-        } else {
-            "breaker_open"
-        };
-        let event = Event::node_status_change(self.key(), "breaker", health, reason)
-            .detail("breaker", state.as_str());
-        self.emit(event);
+    fn report_breaker(&self, from: BreakerState, to: BreakerState, reason: &str) {
+        self.emit(Event::breaker_state_change(self.key(), from, to, reason));
     }
 
     fn emit(&self, event: Event) {

@@ -284,8 +284,8 @@ fn restarts_back_off_exactly_then_give_up() {
             .lock()
             .expect("lock")
             .iter()
-            .filter(|e| e.event_type == EventType::WorkerRestarting)
-            .filter_map(|e| e.details.get("delay_ms").and_then(Value::as_u64))
+            .filter(|e| e.event_type() == crate::event::EventType::WorkerRestarting)
+            .filter_map(|e| e.details().get("delay_ms").and_then(Value::as_u64))
             .collect();
         assert_eq!(
             delays,
@@ -297,7 +297,7 @@ fn restarts_back_off_exactly_then_give_up() {
             .lock()
             .expect("lock")
             .iter()
-            .filter(|e| e.event_type == EventType::WorkerFailed)
+            .filter(|e| e.event_type() == crate::event::EventType::WorkerFailed)
             .count();
         assert_eq!(gave_up, 1);
     });

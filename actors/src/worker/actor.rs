@@ -140,12 +140,9 @@ impl WorkerActor {
     }
 
     fn on_exit(&mut self, reason: ExitReason, ctx: &mut Context<Self>) {
-        let level_is_error = self.failure.is_some() || !self.retiring;
-        if level_is_error {
-            tracing::warn!(worker = self.slot, pid = ?self.pid, %reason, jobs_in_flight = self.pending.len(), "worker exited");
-        } else {
-            tracing::info!(worker = self.slot, pid = ?self.pid, %reason, "worker stopped");
-        }
+        // The supervisor reports the exit as a `worker_exited` event, which is logged.
+        let jobs_in_flight = self.pending.len();
+        tracing::debug!(worker = self.slot, pid = ?self.pid, %reason, jobs_in_flight, retiring = self.retiring, "worker process ended");
         for (_, waiter) in self.pending.drain() {
             let _ = waiter.send(Err(JobError::WorkerExited {
                 worker: self.slot,
@@ -247,7 +244,7 @@ impl StreamHandler<Result<FromChild, FrameError>> for WorkerActor {
         match item {
             Ok(FromChild::Hello { pid, version, env }) if !self.ready => {
                 self.ready = true;
-                tracing::info!(worker = self.slot, pid, version = %version, "worker ready");
+                tracing::debug!(worker = self.slot, pid, version = %version, "worker answered the handshake");
                 self.supervisor.do_send(WorkerReport::Ready {
                     slot: self.slot,
                     generation: self.generation,
