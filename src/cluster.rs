@@ -212,6 +212,7 @@ impl Cluster {
             router_settings,
             Some(observer.clone().recipient()),
         )
+        .with_events(observer.clone().recipient())
         .start();
         Ok(Self {
             router,

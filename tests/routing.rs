@@ -213,6 +213,21 @@ async fn saturated_nodes_serve_waiting_requests_by_priority() {
         high - started,
         low - started
     );
+    // The two that waited are counted as admitted after a wait.
+    let metrics = client()
+        .get(format!("{}/metrics", gw.url))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    let admitted = metrics
+        .lines()
+        .find(|line| line.starts_with("sollol_queue_wait_seconds_count"))
+        .and_then(|line| line.split_whitespace().last())
+        .and_then(|value| value.parse::<f64>().ok());
+    assert_eq!(admitted, Some(2.0), "{metrics}");
 }
 
 #[actix_rt::test]

@@ -27,9 +27,10 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use serde::Serialize;
 
+use crate::event::{Event, QueueChange};
 use crate::model_name::normalize_model;
 use crate::node::{CapacityFreed, Health, InFlight, NodeHandle, RequestKind};
-use crate::observer::EmitRouting;
+use crate::observer::{Emit, EmitRouting};
 use crate::routing_event::{RoutingEvent, RoutingEventType};
 pub use affinity::AffinityOutcome;
 use affinity::AffinityTable;
@@ -193,6 +194,8 @@ pub struct RouterActor {
     /// Shared with the nodes' in-flight guards: they call back only while this is > 0.
     waiting: Arc<AtomicUsize>,
     observer: Option<Recipient<EmitRouting>>,
+    /// Where queue changes go as events (the observer).
+    events: Option<Recipient<Emit>>,
 }
 
 enum Placement {
@@ -222,9 +225,22 @@ impl RouterActor {
             memory: Memory::new(settings.default_load.as_secs_f64() * 1000.0),
             affinity: AffinityTable::new(settings.affinity_capacity, settings.affinity_ttl),
             queue: AdmissionQueue::new(settings.queue_max, settings.aging),
+            events: None,
             waiting: Arc::new(AtomicUsize::new(0)),
             observer,
             settings,
+        }
+    }
+
+    /// Sends queue changes (queued, admitted, rejected) to `events` as typed events.
+    pub fn with_events(mut self, events: Recipient<Emit>) -> Self {
+        self.events = Some(events);
+        self
+    }
+
+    fn queue_event(&self, model: &str, change: QueueChange) {
+        if let Some(events) = &self.events {
+            events.do_send(Emit(Event::queue(model, change, self.queue.len())));
         }
     }
 
@@ -448,7 +464,10 @@ impl RouterActor {
         for waiter in self.queue.drain_in_order(now) {
             match self.place(&waiter.request, still_waiting.len(), now) {
                 Ok(Placement::Placed(mut lease)) => {
-                    lease.waited = Some(now.duration_since(waiter.enqueued));
+                    let waited = now.duration_since(waiter.enqueued);
+                    lease.waited = Some(waited);
+                    let model = waiter.request.model.clone().unwrap_or_default();
+                    self.queue_event(&model, QueueChange::Admitted { waited });
                     // A caller that gave up meanwhile drops the lease, freeing the slot.
                     let _ = waiter.reply.send(Ok(lease));
                 }
@@ -508,6 +527,13 @@ impl Handler<PickNode> for RouterActor {
                         queued: self.queue.len(),
                         retry_after_secs: 1,
                     };
+                    let model = request.model.clone().unwrap_or_default();
+                    self.queue_event(
+                        &model,
+                        QueueChange::Rejected {
+                            reason: "queue full".into(),
+                        },
+                    );
                     return Box::pin(async move { Err(err) });
                 }
                 let (reply, answer) = tokio::sync::oneshot::channel();
@@ -525,15 +551,25 @@ impl Handler<PickNode> for RouterActor {
                 .with("task_id", seq)
                 .with("queued", self.queue.len());
                 self.emit(event);
+                self.queue_event(&model, QueueChange::Queued);
                 let timeout = self.settings.queue_timeout;
+                let events = self.events.clone();
                 Box::pin(async move {
                     match tokio::time::timeout(timeout, answer).await {
                         Ok(Ok(result)) => result,
                         Ok(Err(_)) => Err(RouteError::NoneReachable(model)),
-                        Err(_) => Err(RouteError::QueueTimeout {
-                            waited_secs: timeout.as_secs(),
-                            retry_after_secs: 5,
-                        }),
+                        Err(_) => {
+                            if let Some(events) = events {
+                                let change = QueueChange::Rejected {
+                                    reason: "waited too long".into(),
+                                };
+                                events.do_send(Emit(Event::queue(&model, change, 0)));
+                            }
+                            Err(RouteError::QueueTimeout {
+                                waited_secs: timeout.as_secs(),
+                                retry_after_secs: 5,
+                            })
+                        }
                     }
                 })
             }
