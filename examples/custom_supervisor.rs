@@ -4,7 +4,8 @@
 //! as a worker and, if so, serves jobs; otherwise it starts a supervisor whose children
 //! are this very program, with an environment snapshot applied before each child runs.
 //! The job here counts words; each worker answers with its pid and the `GREETING` it
-//! found in its own environment.
+//! found in its own environment. One job crashes its worker on purpose: it is retried on
+//! other workers, then failed as a poison job, while the workers are restarted.
 //!
 //! Run: `cargo run --example custom_supervisor`.
 
@@ -22,6 +23,10 @@ struct CountWords;
 impl JobHandler for CountWords {
     fn handle(&self, payload: Value) -> JobFuture {
         Box::pin(async move {
+            // A job that brings its worker down, to show what the supervisor does with it.
+            if payload["crash"] == true {
+                std::process::exit(101);
+            }
             let text = payload["text"]
                 .as_str()
                 .ok_or("job needs a `text` string")?;
@@ -53,6 +58,15 @@ fn main() -> std::io::Result<()> {
         .map_err(std::io::Error::other)?;
         let handle = SupervisorHandle::new(actix::Actor::start(supervisor));
 
+        // This job kills every worker that takes it: after three deaths it fails as a
+        // poison job, and the other jobs are not affected.
+        match handle
+            .run(json!({ "crash": true }), Some(Duration::from_secs(30)))
+            .await
+        {
+            Ok(result) => println!("crash job -> {result}"),
+            Err(err) => println!("crash job failed: {err}"),
+        }
         for text in ["one two three", "a longer sentence with six words", "short"] {
             match handle
                 .run(json!({ "text": text }), Some(Duration::from_secs(10)))

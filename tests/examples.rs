@@ -13,7 +13,7 @@ fn example(name: &str) -> PathBuf {
 }
 
 #[test]
-fn custom_supervisor_runs_jobs_in_workers_started_from_the_snapshot() {
+fn custom_supervisor_runs_jobs_in_workers_started_from_the_snapshot_and_fails_a_poison_job() {
     let output = Command::new(example("custom_supervisor"))
         .env_remove("SOLLOL_WORKER_ID")
         .output()
@@ -30,4 +30,14 @@ fn custom_supervisor_runs_jobs_in_workers_started_from_the_snapshot() {
     );
     assert!(stdout.contains(r#""words":6"#), "{stdout}");
     assert_eq!(stdout.matches("ready=true").count(), 2, "{stdout}");
+    assert!(
+        stdout.contains("crash job failed: the job was running on 3 workers that died"),
+        "{stdout}"
+    );
+    let restarts: u32 = stdout
+        .lines()
+        .filter_map(|line| line.split("restarts=").nth(1))
+        .filter_map(|n| n.trim().parse::<u32>().ok())
+        .sum();
+    assert_eq!(restarts, 3, "each death restarted a worker: {stdout}");
 }

@@ -268,3 +268,42 @@ async fn workers_die_with_the_gateway() {
     })
     .await;
 }
+
+#[actix_rt::test]
+async fn a_worker_over_its_memory_limit_is_replaced_without_losing_work() {
+    let node = sim_node("nomic-embed-text", &[]);
+    // One megabyte is below any real worker's resident set: every worker gets replaced.
+    let gw = gateway(
+        &[&node],
+        &["--workers", "1"],
+        &[("SOLLOL_WORKER_MEMORY_MB", "1")],
+    );
+    let first = ready_workers(&gw.url, 1).await[0]["pid"]
+        .as_u64()
+        .expect("pid");
+    let replaced = eventually(
+        Duration::from_secs(10),
+        "a replacement for memory",
+        || async {
+            let body = get_json(&format!("{}/sollol/workers", gw.url)).await;
+            let worker = body["workers"][0].clone();
+            (worker["state"] == "ready" && worker["pid"].as_u64() != Some(first)).then_some(worker)
+        },
+    )
+    .await;
+    assert_eq!(
+        replaced["restarts"], 0,
+        "a planned replacement is not a crash"
+    );
+    let response = client()
+        .post(format!("{}/sollol/batch/embed", gw.url))
+        .json(&json!({ "model": "nomic-embed-text", "input": ["a", "b", "c"] }))
+        .send()
+        .await
+        .expect("batch");
+    assert_eq!(
+        response.status(),
+        200,
+        "jobs wait for a fresh worker instead of failing"
+    );
+}
