@@ -23,6 +23,7 @@ pub mod routes;
 mod sniff;
 pub mod state;
 mod upstream;
+mod worker_env;
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;

@@ -292,3 +292,75 @@ async fn sollol_embed_writes_every_input_and_resumes_after_an_interruption() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[actix_rt::test]
+async fn a_new_worker_environment_rolls_through_during_a_batch_without_a_failed_item() {
+    let a = sim_node("nomic-embed-text", &["--latency-ms", "5"]);
+    let gw = gateway(
+        &[&a],
+        &["--workers", "2"],
+        &[("SOLLOL_BATCH_CHUNK_SIZE", "5")],
+    );
+    let before = ready_workers(&gw.url, 2).await;
+    let inputs: Vec<String> = (0..2000).map(|i| format!("rolling {i}")).collect();
+    let url = format!("{}/sollol/batch/embed", gw.url);
+    let body = json!({ "model": "nomic-embed-text", "input": inputs });
+    let batch = actix_rt::spawn(async move { post_json(&url, &body).await });
+    actix_rt::time::sleep(Duration::from_millis(200)).await;
+
+    let change = post_json(
+        &format!("{}/sollol/workers/env", gw.url),
+        &json!({ "set": { "SOLLOL_ROLLOUT": "blue", "DEPLOY_TOKEN": "s3cret" } }),
+    )
+    .await;
+    assert_eq!(change.status(), 202);
+    let change: Value = change.json().await.expect("json");
+    let changes = change["changes"].as_str().expect("changes");
+    assert!(changes.contains("+SOLLOL_ROLLOUT=blue"), "{changes}");
+    assert!(
+        !changes.contains("s3cret"),
+        "secrets stay hidden: {changes}"
+    );
+
+    let response = batch.await.expect("task");
+    assert_eq!(
+        response.status(),
+        200,
+        "no item failed while the workers were replaced"
+    );
+    let vectors: Value = response.json().await.expect("json");
+    assert_eq!(vectors["embeddings"].as_array().map(Vec::len), Some(2000));
+
+    let workers = eventually(
+        Duration::from_secs(20),
+        "both workers on the new environment",
+        || async {
+            let body = get_json(&format!("{}/sollol/workers", gw.url)).await;
+            let workers = body["workers"].as_array()?.clone();
+            workers
+                .iter()
+                .all(|w| w["state"] == "ready" && w["env"]["SOLLOL_ROLLOUT"] == "blue")
+                .then_some(workers)
+        },
+    )
+    .await;
+    for worker in &workers {
+        let pid = worker["pid"].as_u64().expect("pid");
+        assert!(!before.contains(&pid), "a new process");
+        let env = String::from_utf8_lossy(
+            &std::fs::read(format!("/proc/{pid}/environ")).expect("environ"),
+        )
+        .into_owned();
+        assert!(env.contains("SOLLOL_ROLLOUT=blue") && env.contains("DEPLOY_TOKEN=s3cret"));
+        assert_eq!(
+            worker["restarts"], 0,
+            "a planned replacement is not a crash"
+        );
+    }
+    let refused = post_json(
+        &format!("{}/sollol/workers/env", gw.url),
+        &json!({ "set": { "A=B": "x" } }),
+    )
+    .await;
+    assert_eq!(refused.status(), 400);
+}

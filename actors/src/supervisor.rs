@@ -89,6 +89,11 @@ pub struct SubmitJob {
 #[rtype(result = "usize")]
 pub struct CancelBatch(pub u64);
 
+/// The snapshot workers are started with now.
+#[derive(Message)]
+#[rtype(result = "EnvSnapshot")]
+pub struct GetSnapshot;
+
 /// Jobs waiting and running, for status pages.
 #[derive(Message)]
 #[rtype(result = "JobCounts")]
@@ -754,6 +759,14 @@ impl Handler<CancelBatch> for Supervisor {
         }
         self.queue = kept;
         before - self.queue.len()
+    }
+}
+
+impl Handler<GetSnapshot> for Supervisor {
+    type Result = MessageResult<GetSnapshot>;
+
+    fn handle(&mut self, _: GetSnapshot, _ctx: &mut Self::Context) -> Self::Result {
+        MessageResult(self.snapshot.clone())
     }
 }
 

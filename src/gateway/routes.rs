@@ -17,6 +17,7 @@ use super::live;
 use super::own;
 use super::proxy::{forward, ModelRule, RouteSpec};
 use super::state::AppState;
+use super::worker_env;
 
 const INFERENCE: RouteSpec = RouteSpec::native(ModelRule::Required, true);
 const SINGLE_REPLY: RouteSpec = RouteSpec::native(ModelRule::Required, false);
@@ -107,6 +108,11 @@ pub fn configure(config: &mut web::ServiceConfig) {
             web::resource("/sollol/stats")
                 .route(web::get().to(own::stats))
                 .default_service(not_allowed("GET")),
+        )
+        .service(
+            web::resource("/sollol/workers/env")
+                .route(web::post().to(worker_env::change))
+                .default_service(not_allowed("POST")),
         )
         .service(
             web::resource("/sollol/batch/jobs")
