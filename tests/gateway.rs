@@ -13,25 +13,6 @@ use serde_json::{json, Value};
 const CHAT: &str =
     r#"{"model":"llama3.2","messages":[{"role":"user","content":"why is the sky blue?"}]}"#;
 
-async fn post(url: &str, body: &str) -> reqwest::Response {
-    client()
-        .post(url)
-        .header("content-type", "application/json")
-        .body(body.to_string())
-        .send()
-        .await
-        .unwrap_or_else(|err| panic!("POST {url}: {err}"))
-}
-
-fn header(response: &reqwest::Response, name: &str) -> String {
-    response
-        .headers()
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_string()
-}
-
 #[actix_rt::test]
 async fn ollama_routes_pass_through_unchanged() {
     let a = sim_node("llama3.2,nomic-embed-text", &["--loaded", "llama3.2"]);

@@ -11,29 +11,6 @@ use common::*;
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 
-async fn send(url: &str, body: &str, headers: &[(&str, &str)]) -> reqwest::Response {
-    let mut request = client()
-        .post(url)
-        .header("content-type", "application/json")
-        .body(body.to_string());
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
-    request
-        .send()
-        .await
-        .unwrap_or_else(|err| panic!("POST {url}: {err}"))
-}
-
-fn header(response: &reqwest::Response, name: &str) -> String {
-    response
-        .headers()
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_string()
-}
-
 fn generate(prompt: &str) -> String {
     json!({ "model": "llama3.2", "prompt": prompt, "stream": false }).to_string()
 }

@@ -69,16 +69,13 @@ fn report_selection(routed: &Routed<'_>, nodes: &[String], reason: String) {
     routed.state.observer.do_send(EmitRouting(event));
 }
 
-/// `keep_alive: 0` with no prompt: unload from every node where the model is resident (or
-/// every node that has it, when none reports it resident). Answers with the first
-/// success; `X-Sollol-Node` lists every node that unloaded it.
-pub async fn unload(routed: &Routed<'_>, body: Bytes) -> Result<HttpResponse, GatewayError> {
-    let model = normalize_model(&routed.model_label);
+/// The nodes that have `model` (normalised); a 404 when none has it.
+fn nodes_having(routed: &Routed<'_>, model: &str) -> Result<Vec<NodeHandle>, GatewayError> {
     let having: Vec<NodeHandle> = routed
         .state
         .nodes
         .iter()
-        .filter(|n| n.has_model(&model))
+        .filter(|n| n.has_model(model))
         .cloned()
         .collect();
     if having.is_empty() {
@@ -87,6 +84,15 @@ pub async fn unload(routed: &Routed<'_>, body: Bytes) -> Result<HttpResponse, Ga
             format!("model '{}' not found", routed.model_label),
         ));
     }
+    Ok(having)
+}
+
+/// `keep_alive: 0` with no prompt: unload from every node where the model is resident (or
+/// every node that has it, when none reports it resident). Answers with the first
+/// success; `X-Sollol-Node` lists every node that unloaded it.
+pub async fn unload(routed: &Routed<'_>, body: Bytes) -> Result<HttpResponse, GatewayError> {
+    let model = normalize_model(&routed.model_label);
+    let having = nodes_having(routed, &model)?;
     let healthy: Vec<NodeHandle> = having.into_iter().filter(|n| n.is_healthy()).collect();
     let resident: Vec<NodeHandle> = healthy
         .iter()
@@ -153,19 +159,7 @@ pub async fn delete_everywhere(
     body: Bytes,
 ) -> Result<HttpResponse, GatewayError> {
     let model = normalize_model(&routed.model_label);
-    let targets: Vec<NodeHandle> = routed
-        .state
-        .nodes
-        .iter()
-        .filter(|n| n.has_model(&model))
-        .cloned()
-        .collect();
-    if targets.is_empty() {
-        return Err(GatewayError::new(
-            StatusCode::NOT_FOUND,
-            format!("model '{}' not found", routed.model_label),
-        ));
-    }
+    let targets = nodes_having(routed, &model)?;
     let replies =
         futures_util::future::join_all(targets.iter().map(|node| send_to(routed, node, &body)))
             .await;

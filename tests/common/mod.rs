@@ -228,3 +228,33 @@ pub fn without_timings(line: &str) -> String {
     }
     value.to_string()
 }
+
+/// POSTs `body` as JSON with extra headers.
+pub async fn send(url: &str, body: &str, headers: &[(&str, &str)]) -> reqwest::Response {
+    let mut request = client()
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body.to_string());
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    request
+        .send()
+        .await
+        .unwrap_or_else(|err| panic!("POST {url}: {err}"))
+}
+
+/// POSTs `body` as JSON.
+pub async fn post(url: &str, body: &str) -> reqwest::Response {
+    send(url, body, &[]).await
+}
+
+/// A response header as text (empty when absent).
+pub fn header(response: &reqwest::Response, name: &str) -> String {
+    response
+        .headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string()
+}
