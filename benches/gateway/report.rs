@@ -219,7 +219,7 @@ impl Report {
             self.held.0
         );
         println!(
-            "- event emit cost on the request path: see `cargo bench --bench hot_path` (emit)"
+            "- event emit cost on the request path: see `cargo bench -p sollol-actors --bench observer` (emit/do_send)"
         );
     }
 }
