@@ -585,6 +585,12 @@ impl Supervisor {
     }
 }
 
+/// The slot `index` if a report is about its current worker (a report from a replaced
+/// generation is stale).
+fn current_slot(slots: &mut [Slot], index: usize, generation: u64) -> Option<&mut Slot> {
+    slots.get_mut(index).filter(|s| s.generation == generation)
+}
+
 /// The resident set of a process, from `/proc/<pid>/statm` (Linux).
 fn resident_bytes(pid: u32) -> Option<u64> {
     let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
@@ -627,11 +633,7 @@ impl Handler<WorkerReport> for Supervisor {
                 env,
                 ..
             } => {
-                let Some(slot) = self
-                    .slots
-                    .get_mut(index)
-                    .filter(|s| s.generation == generation)
-                else {
+                let Some(slot) = current_slot(&mut self.slots, index, generation) else {
                     return;
                 };
                 slot.state = WorkerState::Ready;
@@ -650,11 +652,7 @@ impl Handler<WorkerReport> for Supervisor {
                 reason,
                 failure,
             } => {
-                let Some(slot) = self
-                    .slots
-                    .get_mut(index)
-                    .filter(|s| s.generation == generation)
-                else {
+                let Some(slot) = current_slot(&mut self.slots, index, generation) else {
                     return;
                 };
                 slot.worker = None;
