@@ -150,6 +150,12 @@ pub async fn start(
             .configure(routes::configure)
     })
     .shutdown_timeout(10)
+    .on_connect(|connection, _| {
+        // Each relayed line goes out when written, not held back for the client's ACK.
+        if let Some(tcp) = connection.downcast_ref::<actix_web::rt::net::TcpStream>() {
+            let _ = tcp.set_nodelay(true);
+        }
+    })
     .listen(listener)
     .map_err(|source| GatewayStartError::Bind {
         bind: settings.bind.clone(),

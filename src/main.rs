@@ -11,6 +11,12 @@ use sollol::gateway::{self, WorkerProgram};
 use sollol::{demo, events_cmd, logging, worker_main};
 use sollol_actors::EnvSnapshot;
 
+/// mimalloc, without transparent huge pages (they would triple the idle resident set):
+/// events are built on the HTTP worker threads and freed on the observer's, which the
+/// system allocator handles with locks.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
