@@ -28,6 +28,10 @@ const ALLOWED_HEADERS: &str = "Authorization, Content-Type, User-Agent, Accept, 
      X-Stainless-Custom-Poll-Interval, X-Stainless-Timeout, X-Stainless-Retry-Count, X-Sollol-Strategy, \
      X-Sollol-Priority, X-Sollol-Session, X-Sollol-Node";
 
+/// Host names of the browser origins Ollama accepts on any port. These are names pages
+/// are served from, never an address sollol listens on (it binds 127.0.0.1 by default).
+const LOCAL_ORIGIN_HOSTS: [&str; 4] = ["localhost", "127.0.0.1", "0.0.0.0", "[::1]"];
+
 #[derive(Debug, Clone)]
 pub struct AccessPolicy {
     /// Check `Host` (the gateway listens on loopback).
@@ -95,10 +99,7 @@ impl AccessPolicy {
                 if host.is_some_and(|host| host.eq_ignore_ascii_case(rest)) {
                     return true;
                 }
-                matches!(
-                    strip_port(rest),
-                    "localhost" | "127.0.0.1" | "0.0.0.0" | "[::1]"
-                )
+                LOCAL_ORIGIN_HOSTS.contains(&strip_port(rest))
             }
             _ => false,
         }
