@@ -15,10 +15,10 @@ use sollol_actors::node::{
     parse_node_url, BreakerSettings, CheckNow, NodeActor, NodeHandle, NodeLimits, NodeSettings,
     NodeUrlError,
 };
-use sollol_actors::observer::{Emit, ObserverActor, ObserverConfig};
+use sollol_actors::observer::{Emit, EventSink, FlushEvents, ObserverActor, ObserverConfig};
 use sollol_actors::redis_feed::{self, OwnProcess};
 use sollol_actors::redis_publisher::{Flush, PublisherConfig, PublisherError, RedisPublisher};
-use sollol_actors::router::{RouterActor, RouterSettings};
+use sollol_actors::router::{RouterActor, RouterHandle, RouterSettings};
 use sollol_actors::EnvSnapshot;
 
 use crate::config::Settings;
@@ -39,6 +39,8 @@ pub enum StartError {
 #[derive(Clone)]
 pub struct Telemetry {
     pub observer: Addr<ObserverActor>,
+    /// The request path's way to the observer (buffered, no message per event).
+    pub events: EventSink,
     pub publisher: Option<Addr<RedisPublisher>>,
     pub metrics: Metrics,
     pub metadata: Option<Addr<MetadataActor>>,
@@ -72,11 +74,12 @@ impl Telemetry {
             redis = ?settings.redis_url.as_ref().map(ToString::to_string),
             "observer started"
         );
-        let observer = ObserverActor::new(config, publisher.clone().map(Addr::recipient))
+        let (observer, events) = ObserverActor::new(config, publisher.clone().map(Addr::recipient))
             .with_metrics(metrics.clone())
-            .start();
+            .start_with_sink();
         Ok(Self {
             observer,
+            events,
             publisher,
             metrics,
             metadata: None,
@@ -145,6 +148,8 @@ impl Telemetry {
 
     /// Writes what waits for Redis; bounded so a dead Redis cannot hold up shutdown.
     pub async fn flush(&self) {
+        let events = tokio::time::timeout(Duration::from_secs(3), self.observer.send(FlushEvents));
+        let _ = events.await;
         if let Some(publisher) = &self.publisher {
             let flushed = tokio::time::timeout(Duration::from_secs(3), publisher.send(Flush)).await;
             if let Ok(Ok(count)) = flushed {
@@ -158,6 +163,8 @@ impl Telemetry {
 #[derive(Clone)]
 pub struct Cluster {
     pub router: Addr<RouterActor>,
+    /// Places requests without a message to `router` when a node has room.
+    pub placement: RouterHandle,
     pub nodes: Vec<NodeHandle>,
     node_actors: Vec<Addr<NodeActor>>,
 }
@@ -207,15 +214,16 @@ impl Cluster {
             affinity_ttl: settings.affinity_ttl,
             ..RouterSettings::default()
         };
-        let router = RouterActor::with_settings(
+        let placement = RouterActor::with_settings(
             nodes.clone(),
             router_settings,
             Some(observer.clone().recipient()),
         )
         .with_events(observer.clone().recipient())
-        .start();
+        .start_with_handle();
         Ok(Self {
-            router,
+            router: placement.addr.clone(),
+            placement,
             nodes,
             node_actors,
         })

@@ -61,6 +61,7 @@ struct RawSettings {
     redis_url: Option<String>,
     app_name: String,
     max_body_bytes: usize,
+    server_threads: usize,
     health_interval_ms: u64,
     health_timeout_ms: u64,
     connect_timeout_ms: u64,
@@ -107,6 +108,7 @@ const KNOWN_SETTINGS: &[&str] = &[
     "redis_url",
     "app_name",
     "max_body_bytes",
+    "server_threads",
     "health_interval_ms",
     "health_timeout_ms",
     "connect_timeout_ms",
@@ -151,6 +153,8 @@ pub struct Settings {
     pub app_name: String,
     /// Largest request body accepted; larger ones get 413.
     pub max_body_bytes: usize,
+    /// Threads serving HTTP; 0 means one per CPU core.
+    pub server_threads: usize,
     pub health_interval: Duration,
     pub health_timeout: Duration,
     pub connect_timeout: Duration,
@@ -237,6 +241,7 @@ impl Settings {
             .set_default("strategy", "intelligent")?
             .set_default("app_name", sollol_actors::observer::DEFAULT_APP_NAME)?
             .set_default("max_body_bytes", 64 * 1024 * 1024)?
+            .set_default("server_threads", 0)?
             .set_default("health_interval_ms", 5_000)?
             .set_default("health_timeout_ms", 3_000)?
             .set_default("connect_timeout_ms", 3_000)?
@@ -361,6 +366,7 @@ impl Settings {
                 .map(RedactedUrl::new),
             app_name: raw.app_name,
             max_body_bytes: raw.max_body_bytes,
+            server_threads: raw.server_threads,
             health_interval: Duration::from_millis(raw.health_interval_ms.max(100)),
             health_timeout: Duration::from_millis(raw.health_timeout_ms.max(100)),
             connect_timeout: Duration::from_millis(raw.connect_timeout_ms.max(100)),

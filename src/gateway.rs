@@ -15,6 +15,7 @@ pub mod error;
 mod fanout;
 mod jobs;
 mod live;
+mod node_client;
 mod observe;
 mod own;
 pub mod proxy;
@@ -141,15 +142,24 @@ pub async fn start(
         &settings.bind,
         settings.origins.clone(),
     )));
+    let connect_timeout = settings.connect_timeout;
     let server = HttpServer::new(move || {
+        // One client per worker thread: its pooled connections stay on this thread.
+        let client = web::Data::new(node_client::NodeClient::new(connect_timeout));
         App::new()
             .app_data(state.clone())
+            .app_data(client)
             .app_data(access.clone())
             .wrap(from_fn(access::guard))
             .wrap(from_fn(observe::observe))
             .configure(routes::configure)
     })
     .shutdown_timeout(10)
+    .workers(if settings.server_threads == 0 {
+        std::thread::available_parallelism().map_or(1, usize::from)
+    } else {
+        settings.server_threads
+    })
     .on_connect(|connection, _| {
         // Each relayed line goes out when written, not held back for the client's ACK.
         if let Some(tcp) = connection.downcast_ref::<actix_web::rt::net::TcpStream>() {

@@ -11,7 +11,7 @@
 //! (`chat`, `generate`, ...), status codes, event types, worker ids. Request bodies,
 //! error texts and reasons never become labels.
 
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
@@ -125,6 +125,27 @@ struct Inner {
     redis_connected: Gauge,
     redis_reconnects: Counter,
     nodes: Arc<NodeCollector>,
+    /// Handles of the series a successful response touches, found by plain comparison
+    /// (no label set built, cloned or hashed on the hot path).
+    responses: Mutex<Vec<ResponseSeries>>,
+    /// Handles of `sollol_http_responses_total` by route and status, likewise.
+    http_response_counters: Mutex<Vec<(String, u16, Counter)>>,
+}
+
+/// Series kept in [`Inner::responses`] at most; past this, lookups go to the families.
+const MAX_CACHED_RESPONSE_SERIES: usize = 256;
+
+/// The series one kind of successful response updates (handles share the families'
+/// values).
+struct ResponseSeries {
+    node: String,
+    model: String,
+    route: String,
+    status: u16,
+    requests: Counter,
+    latency: Histogram,
+    first_byte: Histogram,
+    overhead: Histogram,
 }
 
 /// The metrics of one process; cheap to clone, every clone records into the same values.
@@ -274,7 +295,64 @@ impl Metrics {
             redis_connected,
             redis_reconnects,
             nodes,
+            responses: Mutex::new(Vec::new()),
+            http_response_counters: Mutex::new(Vec::new()),
         }))
+    }
+
+    /// The cached series of a successful response, created on first use.
+    fn response_series<T>(
+        &self,
+        node: &str,
+        model: &str,
+        route: &str,
+        status: u16,
+        record: impl FnOnce(&ResponseSeries) -> T,
+    ) -> T {
+        let mut cache = self.0.responses.lock().unwrap_or_else(|p| p.into_inner());
+        let found = cache.iter().position(|series| {
+            series.status == status
+                && series.route == route
+                && series.model == model
+                && series.node == node
+        });
+        if let Some(index) = found {
+            return record(&cache[index]);
+        }
+        let metrics = &self.0;
+        let by_route = NodeRouteLabels {
+            node: node.to_string(),
+            route: route.to_string(),
+        };
+        let series = ResponseSeries {
+            node: node.to_string(),
+            model: model.to_string(),
+            route: route.to_string(),
+            status,
+            requests: metrics
+                .requests
+                .get_or_create(&RequestLabels {
+                    node: node.to_string(),
+                    model: model.to_string(),
+                    route: route.to_string(),
+                    status: status.to_string(),
+                    outcome: "ok",
+                })
+                .clone(),
+            latency: metrics.latency.get_or_create(&by_route).clone(),
+            first_byte: metrics.first_byte.get_or_create(&by_route).clone(),
+            overhead: metrics
+                .overhead
+                .get_or_create(&RouteLabels {
+                    route: route.to_string(),
+                })
+                .clone(),
+        };
+        let result = record(&series);
+        if cache.len() < MAX_CACHED_RESPONSE_SERIES {
+            cache.push(series);
+        }
+        result
     }
 
     /// Reads in-flight counts and health from these nodes at each scrape.
@@ -308,22 +386,16 @@ impl Metrics {
                 gateway_overhead,
                 ..
             } => {
-                self.count_request(node, model, operation, status.to_string(), "ok");
-                let by_route = NodeRouteLabels {
-                    node: node.clone(),
-                    route: operation.clone(),
-                };
-                metrics
-                    .latency
-                    .get_or_create(&by_route)
-                    .observe(latency.as_secs_f64());
-                if let Some(first_byte) = first_byte {
-                    metrics
-                        .first_byte
-                        .get_or_create(&by_route)
-                        .observe(first_byte.as_secs_f64());
-                }
-                self.observe_overhead(operation, *gateway_overhead);
+                self.response_series(node, model, operation, *status, |series| {
+                    series.requests.inc();
+                    series.latency.observe(latency.as_secs_f64());
+                    if let Some(first_byte) = first_byte {
+                        series.first_byte.observe(first_byte.as_secs_f64());
+                    }
+                    if let Some(overhead) = gateway_overhead {
+                        series.overhead.observe(overhead.as_secs_f64());
+                    }
+                });
             }
             EventKind::OllamaError {
                 model,
@@ -413,11 +485,27 @@ impl Metrics {
 
     /// Counts one response the gateway sent; `route` is the route pattern, not the path.
     pub fn record_http_response(&self, route: &str, status: u16) {
+        let mut cache = self
+            .0
+            .http_response_counters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some((_, _, counter)) = cache
+            .iter()
+            .find(|(known, code, _)| *code == status && known == route)
+        {
+            counter.inc();
+            return;
+        }
         let labels = HttpLabels {
             route: route.to_string(),
             status,
         };
-        self.0.http_responses.get_or_create(&labels).inc();
+        let counter = self.0.http_responses.get_or_create(&labels).clone();
+        counter.inc();
+        if cache.len() < MAX_CACHED_RESPONSE_SERIES {
+            cache.push((labels.route, status, counter));
+        }
     }
 
     pub fn dropped_by_sampling(&self) {

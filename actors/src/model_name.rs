@@ -3,18 +3,24 @@
 
 /// The form used to compare model names across nodes and requests.
 pub fn normalize_model(name: &str) -> String {
-    let lower = name.trim().to_ascii_lowercase();
     // The default registry and namespace may be spelled out or left off.
-    let lower = lower
-        .strip_prefix("registry.ollama.ai/")
-        .unwrap_or(&lower)
-        .to_string();
-    let lower = lower.strip_prefix("library/").unwrap_or(&lower).to_string();
-    let last_segment = lower.rsplit('/').next().unwrap_or(&lower);
-    if last_segment.contains(':') {
-        lower
-    } else {
-        format!("{lower}:latest")
+    let name = strip_prefix_ignoring_case(name.trim(), "registry.ollama.ai/");
+    let name = strip_prefix_ignoring_case(name, "library/");
+    let last_segment = name.rsplit('/').next().unwrap_or(name);
+    let tagged = last_segment.contains(':');
+    let mut normalized = String::with_capacity(name.len() + if tagged { 0 } else { 7 });
+    normalized.push_str(name);
+    normalized.make_ascii_lowercase();
+    if !tagged {
+        normalized.push_str(":latest");
+    }
+    normalized
+}
+
+fn strip_prefix_ignoring_case<'a>(name: &'a str, prefix: &str) -> &'a str {
+    match name.get(..prefix.len()) {
+        Some(head) if head.eq_ignore_ascii_case(prefix) => &name[prefix.len()..],
+        _ => name,
     }
 }
 

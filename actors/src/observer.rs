@@ -1,7 +1,9 @@
 //! The observer: the one place every [`Event`] goes, and from which every sink is fed.
 //!
-//! Everything on the request path reaches the observer with `do_send`, so a request never
-//! waits for it, and the observer never waits for anything: for each event it
+//! Everything on the request path reaches the observer through an [`EventSink`] (a
+//! buffer the observer drains every few milliseconds, see [`sink`]) or with `do_send`, so
+//! a request never waits for it, and the observer never waits for anything: for each
+//! event it
 //!
 //! 1. stamps the process (`app`, `pid`) and applies the configured severity rules;
 //! 2. records the Prometheus metrics and the latency analytics, and writes the log line
@@ -19,8 +21,10 @@
 
 mod analytics;
 mod config;
+pub mod sink;
 
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
 
 use actix::prelude::*;
 use serde::Serialize;
@@ -29,6 +33,8 @@ use tokio::sync::mpsc;
 pub use analytics::Analytics;
 use analytics::AnalyticsWindow;
 pub use config::{parse_bool, ObserverConfig, DEFAULT_APP_NAME};
+use sink::{DrainSoon, Pending, PendingEvents, DRAIN_DELAY};
+pub use sink::{EventSink, FlushEvents};
 
 use crate::event::{Event, EventKind, Origin, Severity};
 use crate::feed::{FeedFilter, FeedItem};
@@ -99,6 +105,8 @@ pub struct ObserverStats {
     pub total_events: u64,
     /// Per-request `info` events dropped on purpose by sampling.
     pub dropped_by_sampling: u64,
+    /// Events dropped because the observer fell too far behind its sinks.
+    pub dropped_by_overflow: u64,
     pub events_in_memory: usize,
     pub events_by_type: BTreeMap<String, u64>,
     pub events_by_backend: BTreeMap<String, u64>,
@@ -127,6 +135,8 @@ pub struct ObserverActor {
     subscribers: Vec<Subscriber>,
     /// Where kept events go next; `None` when Redis is not configured.
     publisher: Option<Recipient<Publish>>,
+    /// What [`EventSink`]s have buffered for this observer.
+    pending: Arc<PendingEvents>,
 }
 
 impl ObserverActor {
@@ -147,6 +157,34 @@ impl ObserverActor {
             metrics: Metrics::new(),
             subscribers: Vec::new(),
             publisher,
+            pending: Arc::new(PendingEvents::default()),
+        }
+    }
+
+    /// Starts the observer and returns, with its address, a sink that feeds it without a
+    /// message per event (the way the request path should use it).
+    pub fn start_with_sink(self) -> (Addr<Self>, EventSink) {
+        let pending = self.pending.clone();
+        let addr = self.start();
+        let sink = EventSink::new(pending, addr.clone().recipient());
+        (addr, sink)
+    }
+
+    /// Processes what the sinks buffered, oldest first.
+    fn drain(&mut self) {
+        let dropped = self.pending.take_dropped();
+        if dropped > 0 {
+            self.stats.dropped_by_overflow += dropped;
+            tracing::warn!(
+                dropped,
+                "the observer fell behind; events were dropped to bound memory"
+            );
+        }
+        for item in self.pending.take() {
+            match item {
+                Pending::Event(event) => self.record(event),
+                Pending::Routing(routing) => self.record(Event::from(routing)),
+            }
         }
     }
 
@@ -227,12 +265,14 @@ impl ObserverActor {
 
 impl Actor for ObserverActor {
     type Context = Context<Self>;
+
+    fn stopped(&mut self, _ctx: &mut Self::Context) {
+        self.drain();
+    }
 }
 
-impl Handler<Emit> for ObserverActor {
-    type Result = ();
-
-    fn handle(&mut self, Emit(mut event): Emit, _ctx: &mut Self::Context) {
+impl ObserverActor {
+    fn record(&mut self, mut event: Event) {
         self.stats.total_events += 1;
         event.classify(&self.config.rules);
         event.origin = Some(Origin {
@@ -262,11 +302,39 @@ impl Handler<Emit> for ObserverActor {
     }
 }
 
+impl Handler<Emit> for ObserverActor {
+    type Result = ();
+
+    fn handle(&mut self, Emit(event): Emit, _ctx: &mut Self::Context) {
+        // Buffered events are older than this one.
+        self.drain();
+        self.record(event);
+    }
+}
+
 impl Handler<EmitRouting> for ObserverActor {
     type Result = ();
 
-    fn handle(&mut self, EmitRouting(routing): EmitRouting, ctx: &mut Self::Context) {
-        self.handle(Emit(Event::from(routing)), ctx);
+    fn handle(&mut self, EmitRouting(routing): EmitRouting, _ctx: &mut Self::Context) {
+        self.drain();
+        self.record(Event::from(routing));
+    }
+}
+
+impl Handler<DrainSoon> for ObserverActor {
+    type Result = ();
+
+    fn handle(&mut self, _: DrainSoon, ctx: &mut Self::Context) {
+        // Let the batch fill for a moment: one wake-up of this thread per batch.
+        ctx.run_later(DRAIN_DELAY, |act, _ctx| act.drain());
+    }
+}
+
+impl Handler<FlushEvents> for ObserverActor {
+    type Result = ();
+
+    fn handle(&mut self, _: FlushEvents, _ctx: &mut Self::Context) {
+        self.drain();
     }
 }
 
@@ -274,6 +342,7 @@ impl Handler<Relay> for ObserverActor {
     type Result = ();
 
     fn handle(&mut self, Relay(item): Relay, _ctx: &mut Self::Context) {
+        self.drain();
         if !self.subscribers.is_empty() {
             self.fan_out(&item);
         }
@@ -288,6 +357,7 @@ impl Handler<Subscribe> for ObserverActor {
     type Result = MessageResult<Subscribe>;
 
     fn handle(&mut self, request: Subscribe, _ctx: &mut Self::Context) -> Self::Result {
+        self.drain();
         let local = self.recent.iter().rev().map(FeedItem::from_event);
         let remote = self.recent_remote.iter().rev().cloned();
         let mut recent: Vec<FeedItem> = local
@@ -320,6 +390,7 @@ impl Handler<GetObserverStats> for ObserverActor {
     type Result = MessageResult<GetObserverStats>;
 
     fn handle(&mut self, _: GetObserverStats, _ctx: &mut Self::Context) -> Self::Result {
+        self.drain();
         let mut stats = self.stats.clone();
         stats.events_in_memory = self.recent.len();
         stats.feed_subscribers = self.subscribers.len();
@@ -331,6 +402,7 @@ impl Handler<GetAnalytics> for ObserverActor {
     type Result = MessageResult<GetAnalytics>;
 
     fn handle(&mut self, _: GetAnalytics, _ctx: &mut Self::Context) -> Self::Result {
+        self.drain();
         MessageResult(self.analytics.snapshot())
     }
 }
@@ -339,6 +411,7 @@ impl Handler<RecentEvents> for ObserverActor {
     type Result = MessageResult<RecentEvents>;
 
     fn handle(&mut self, msg: RecentEvents, _ctx: &mut Self::Context) -> Self::Result {
+        self.drain();
         MessageResult(self.recent.iter().rev().take(msg.limit).cloned().collect())
     }
 }

@@ -15,13 +15,19 @@
 //! priority with aging; a full queue is refused at once (429) and a request that waits
 //! too long gets up (503). Each placement returns a [`Lease`]: the node, the in-flight
 //! guard that holds its slot, and the reason for the choice.
+//!
+//! The router's state lives behind a mutex shared by the [`RouterActor`] and every
+//! [`RouterHandle`]. A handle places a request on the caller's own thread when nothing is
+//! waiting and a node has room (the common case, and no message or thread hop at all);
+//! only a request that must wait goes to the actor, which owns the queue and its timers.
+//! The lock is never held across an await.
 
 pub mod affinity;
 pub mod queue;
 pub mod strategy;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -60,6 +66,8 @@ pub enum RouteError {
         waited_secs: u64,
         retry_after_secs: u64,
     },
+    #[error("the router has stopped")]
+    Stopped,
 }
 
 impl RouteError {
@@ -185,7 +193,14 @@ impl Default for RouterSettings {
     }
 }
 
+/// The router's actor: owns the admission queue's timers and answers [`PickNode`] for
+/// requests that must wait (see [`RouterHandle`] for the fast path).
 pub struct RouterActor {
+    core: Arc<Mutex<RouterCore>>,
+}
+
+/// Everything the router knows; shared by the actor and its handles.
+struct RouterCore {
     nodes: Vec<NodeHandle>,
     settings: RouterSettings,
     memory: Memory,
@@ -220,7 +235,7 @@ impl RouterActor {
         settings: RouterSettings,
         observer: Option<Recipient<EmitRouting>>,
     ) -> Self {
-        Self {
+        let core = RouterCore {
             nodes,
             memory: Memory::new(settings.default_load.as_secs_f64() * 1000.0),
             affinity: AffinityTable::new(settings.affinity_capacity, settings.affinity_ttl),
@@ -229,15 +244,88 @@ impl RouterActor {
             waiting: Arc::new(AtomicUsize::new(0)),
             observer,
             settings,
+        };
+        Self {
+            core: Arc::new(Mutex::new(core)),
         }
     }
 
     /// Sends queue changes (queued, admitted, rejected) to `events` as typed events.
-    pub fn with_events(mut self, events: Recipient<Emit>) -> Self {
-        self.events = Some(events);
+    pub fn with_events(self, events: Recipient<Emit>) -> Self {
+        self.lock().events = Some(events);
         self
     }
 
+    /// Starts the actor and returns a handle that places requests without a message when
+    /// it can.
+    pub fn start_with_handle(self) -> RouterHandle {
+        let core = self.core.clone();
+        RouterHandle {
+            addr: self.start(),
+            core,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, RouterCore> {
+        lock(&self.core)
+    }
+
+    #[cfg(test)]
+    fn place(
+        &self,
+        request: &PickNode,
+        ahead: usize,
+        now: Instant,
+    ) -> Result<Placement, RouteError> {
+        self.lock().place(request, ahead, now)
+    }
+
+    #[cfg(test)]
+    fn nodes(&self) -> Vec<NodeHandle> {
+        self.lock().nodes.clone()
+    }
+}
+
+fn lock(core: &Mutex<RouterCore>) -> MutexGuard<'_, RouterCore> {
+    core.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A cloneable way to the router: [`pick`](Self::pick) places a request on the calling
+/// thread when it can and asks the actor only when the request has to wait.
+#[derive(Clone)]
+pub struct RouterHandle {
+    pub addr: Addr<RouterActor>,
+    core: Arc<Mutex<RouterCore>>,
+}
+
+impl RouterHandle {
+    /// A node for `request`: at once when nothing waits and a node has room, otherwise
+    /// through the actor's queue (so waiting requests keep their order).
+    pub async fn pick(&self, request: PickNode) -> Result<Lease, RouteError> {
+        {
+            let mut core = lock(&self.core);
+            if core.queue.is_empty() {
+                match core.place(&request, 0, Instant::now()) {
+                    Ok(Placement::Placed(lease)) => return Ok(lease),
+                    Err(err) => return Err(err),
+                    Ok(Placement::Full) => {}
+                }
+            }
+        }
+        match self.addr.send(request).await {
+            Ok(result) => result,
+            Err(_) => Err(RouteError::Stopped),
+        }
+    }
+}
+
+impl std::fmt::Debug for RouterHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RouterHandle").finish_non_exhaustive()
+    }
+}
+
+impl RouterCore {
     fn queue_event(&self, model: &str, change: QueueChange) {
         if let Some(events) = &self.events {
             events.do_send(Emit(Event::queue(model, change, self.queue.len())));
@@ -493,18 +581,28 @@ impl Actor for RouterActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         let recipient = ctx.address().recipient::<CapacityFreed>();
-        for node in &self.nodes {
-            node.set_release_hook(recipient.clone(), self.waiting.clone());
+        {
+            let core = self.lock();
+            for node in &core.nodes {
+                node.set_release_hook(recipient.clone(), core.waiting.clone());
+            }
         }
         // Health changes and breaker cooldowns free capacity without a release.
-        ctx.run_interval(Duration::from_millis(100), |act, _ctx| act.dispatch());
+        ctx.run_interval(Duration::from_millis(100), |act, _ctx| {
+            act.lock().dispatch()
+        });
         ctx.run_interval(Duration::from_secs(30), |act, _ctx| {
             let now = Instant::now();
-            act.affinity.expire(now);
-            for node in &act.nodes {
-                if !node.is_available() {
-                    act.affinity.forget_node(node.key());
-                }
+            let mut core = act.lock();
+            core.affinity.expire(now);
+            let down: Vec<NodeHandle> = core
+                .nodes
+                .iter()
+                .filter(|node| !node.is_available())
+                .cloned()
+                .collect();
+            for node in down {
+                core.affinity.forget_node(node.key());
             }
         });
     }
@@ -514,6 +612,13 @@ impl Handler<PickNode> for RouterActor {
     type Result = ResponseFuture<Result<Lease, RouteError>>;
 
     fn handle(&mut self, request: PickNode, _ctx: &mut Self::Context) -> Self::Result {
+        self.lock().pick_or_queue(request)
+    }
+}
+
+impl RouterCore {
+    /// Places `request`, or queues it and returns the wait for its turn.
+    fn pick_or_queue(&mut self, request: PickNode) -> ResponseFuture<Result<Lease, RouteError>> {
         let now = Instant::now();
         // Requests already waiting go first; what they cannot use is free for this one.
         self.dispatch();
@@ -581,7 +686,7 @@ impl Handler<CapacityFreed> for RouterActor {
     type Result = ();
 
     fn handle(&mut self, _: CapacityFreed, _ctx: &mut Self::Context) {
-        self.dispatch();
+        self.lock().dispatch();
     }
 }
 
@@ -589,7 +694,7 @@ impl Handler<GetNodes> for RouterActor {
     type Result = MessageResult<GetNodes>;
 
     fn handle(&mut self, _: GetNodes, _ctx: &mut Self::Context) -> Self::Result {
-        MessageResult(self.nodes.clone())
+        MessageResult(self.lock().nodes.clone())
     }
 }
 
@@ -597,11 +702,12 @@ impl Handler<GetRouterStats> for RouterActor {
     type Result = MessageResult<GetRouterStats>;
 
     fn handle(&mut self, _: GetRouterStats, _ctx: &mut Self::Context) -> Self::Result {
+        let core = self.lock();
         MessageResult(RouterStats {
-            strategy: self.settings.strategy,
-            queued: self.queue.len(),
-            queue_max: self.settings.queue_max,
-            affinity_entries: self.affinity.len(),
+            strategy: core.settings.strategy,
+            queued: core.queue.len(),
+            queue_max: core.settings.queue_max,
+            affinity_entries: core.affinity.len(),
         })
     }
 }

@@ -5,11 +5,14 @@
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::Frame;
 use sollol_actors::node::RequestKind;
 use sollol_actors::router::PickNode;
 
 use super::controls::{Controls, DEFAULT_PRIORITY};
 use super::error::{Flavour, GatewayError};
+use super::node_client::{BodyError, UpstreamBody};
 use super::proxy::{send_with_failover, BodySource, Routed};
 use super::state::AppState;
 
@@ -87,7 +90,7 @@ async fn forward_blob(
 
 /// The client's upload as a body for the node, passed on chunk by chunk; past `limit`
 /// bytes the upload is cut with an error.
-fn stream_body(mut payload: web::Payload, limit: u64) -> reqwest::Body {
+fn stream_body(mut payload: web::Payload, limit: u64) -> UpstreamBody {
     let (sender, receiver) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(8);
     actix_rt::spawn(async move {
         let mut total = 0u64;
@@ -111,8 +114,10 @@ fn stream_body(mut payload: web::Payload, limit: u64) -> reqwest::Body {
             }
         }
     });
-    let chunks = futures_util::stream::unfold(receiver, |mut receiver| async move {
-        receiver.recv().await.map(|item| (item, receiver))
+    let frames = futures_util::stream::unfold(receiver, |mut receiver| async move {
+        let item = receiver.recv().await?;
+        let frame = item.map(Frame::data).map_err(BodyError::from);
+        Some((frame, receiver))
     });
-    reqwest::Body::wrap_stream(chunks)
+    BodyExt::boxed(StreamBody::new(frames))
 }

@@ -35,6 +35,13 @@ fn text<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, Gatew
 
 impl Controls {
     pub fn from_headers(headers: &HeaderMap) -> Result<Self, GatewayError> {
+        // Most requests carry none: one pass over the names instead of four lookups.
+        if !headers
+            .keys()
+            .any(|name| name.as_str().starts_with("x-sollol-"))
+        {
+            return Ok(Self::default());
+        }
         let strategy = text(headers, STRATEGY_HEADER)?
             .map(|value| {
                 value.parse::<Strategy>().map_err(|err| {

@@ -9,7 +9,6 @@ use futures_util::stream::{self, BoxStream, StreamExt};
 use serde_json::json;
 use sollol_actors::model_name::normalize_model;
 use sollol_actors::node::{describe_reqwest_error, NodeHandle};
-use sollol_actors::observer::EmitRouting;
 use sollol_actors::routing_event::{RoutingEvent, RoutingEventType};
 
 use super::controls::NODE_HEADER;
@@ -66,7 +65,7 @@ fn report_selection(routed: &Routed<'_>, nodes: &[String], reason: String) {
         routed.priority,
     )
     .with("nodes", nodes.to_vec());
-    routed.state.observer.do_send(EmitRouting(event));
+    routed.state.events.emit_routing(event);
 }
 
 /// The nodes that have `model` (normalised); a 404 when none has it.

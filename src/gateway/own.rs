@@ -84,6 +84,11 @@ pub async fn stats(state: web::Data<AppState>) -> HttpResponse {
 
 /// The Prometheus text exposition of this process's metrics.
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    // Events still buffered for the observer count too.
+    let _ = state
+        .observer
+        .send(sollol_actors::observer::FlushEvents)
+        .await;
     HttpResponse::Ok()
         .insert_header((header::CONTENT_TYPE, sollol_actors::metrics::CONTENT_TYPE))
         .body(state.metrics.encode())

@@ -18,22 +18,24 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
+use http_body_util::{BodyDataStream, BodyExt};
+use hyper::body::Incoming;
 use sollol_actors::event::Event;
 use sollol_actors::model_name::normalize_model;
-use sollol_actors::node::{
-    describe_reqwest_error, InFlight, NodeHandle, OutcomeKind, RequestKind, RequestOutcome,
-};
-use sollol_actors::observer::{Emit, EmitRouting};
+use sollol_actors::node::{InFlight, NodeHandle, OutcomeKind, RequestKind, RequestOutcome};
 use sollol_actors::router::{AffinityOutcome, Lease, PickNode, RouteError};
 use sollol_actors::routing_event::{RoutingEvent, RoutingEventType};
 
 use super::controls::{Controls, AFFINITY_HEADER, DEFAULT_PRIORITY, NODE_HEADER};
 use super::error::{Flavour, GatewayError};
 use super::fanout;
+use super::node_client::{
+    bytes_body, describe_body_error, describe_send_error, empty_body, NodeClient, UpstreamBody,
+};
 use super::relay::{LineRelay, Outcome};
 use super::sniff::{session_key, sniff, RequestInfo};
 use super::state::AppState;
-use super::upstream::{copy_response_headers, request_to};
+use super::upstream::{copy_response_headers, request_for};
 
 /// Bytes of body that count as one unit of request weight.
 const WEIGHT_UNIT_BYTES: f64 = 4096.0;
@@ -234,16 +236,16 @@ pub enum BodySource {
     /// A buffered body, sent again on every attempt (empty: no body).
     Bytes(Bytes),
     /// A streamed body, which can be sent once: no retry after the first attempt.
-    Once(Option<reqwest::Body>),
+    Once(Option<UpstreamBody>),
 }
 
 impl BodySource {
     /// The body for the next attempt; `Err` when it cannot be sent again.
-    fn next(&mut self) -> Result<Option<reqwest::Body>, ()> {
+    fn next(&mut self) -> Result<UpstreamBody, ()> {
         match self {
-            Self::Bytes(bytes) if bytes.is_empty() => Ok(None),
-            Self::Bytes(bytes) => Ok(Some(reqwest::Body::from(bytes.clone()))),
-            Self::Once(body) => body.take().map(Some).ok_or(()),
+            Self::Bytes(bytes) if bytes.is_empty() => Ok(empty_body()),
+            Self::Bytes(bytes) => Ok(bytes_body(bytes.clone())),
+            Self::Once(body) => body.take().ok_or(()),
         }
     }
 }
@@ -264,12 +266,17 @@ pub async fn send_with_failover(
 ) -> Result<HttpResponse, GatewayError> {
     let state = routed.state;
     let settings = &state.settings;
+    let Some(client) = routed.request.app_data::<web::Data<NodeClient>>() else {
+        return Err(GatewayError::bad_gateway(
+            "the gateway has no client for its nodes",
+        ));
+    };
     let mut last_failure: Option<String> = None;
     let mut failed_reply: Option<FailedReply> = None;
     for attempt in 1..=settings.attempts {
-        let lease = match state.router.send(pick.clone()).await {
-            Ok(Ok(lease)) => lease,
-            Ok(Err(err)) => {
+        let lease = match state.placement.pick(pick.clone()).await {
+            Ok(lease) => lease,
+            Err(err) => {
                 if let Some(reply) = failed_reply {
                     return Ok(failed_reply_response(reply));
                 }
@@ -279,7 +286,6 @@ pub async fn send_with_failover(
                 }
                 return Err(error);
             }
-            Err(_) => return Err(GatewayError::bad_gateway("the router has stopped")),
         };
         let node = lease.node.clone();
         tracing::Span::current()
@@ -288,15 +294,17 @@ pub async fn send_with_failover(
         let Ok(attempt_body) = body.next() else {
             break;
         };
-        state.observer.do_send(Emit(Event::ollama_request(
+        state.events.emit(Event::ollama_request(
             node.key(),
             &routed.model_label,
             routed.operation,
             routed.streaming,
-        )));
+        ));
         let started = Instant::now();
-        let upstream = request_to(routed.request, &node, attempt_body);
-        let sent = tokio::time::timeout(settings.ttfb_timeout, upstream.send()).await;
+        let upstream = request_for(routed.request, &node, attempt_body).map_err(|err| {
+            GatewayError::bad_request(format!("cannot forward this request: {err}"))
+        })?;
+        let sent = tokio::time::timeout(settings.ttfb_timeout, client.send(upstream)).await;
         let ttfb = started.elapsed();
 
         let (failure, kind_of_end) = match sent {
@@ -306,12 +314,14 @@ pub async fn send_with_failover(
                 let status = response.status();
                 let content_type = response
                     .headers()
-                    .get(reqwest::header::CONTENT_TYPE)
+                    .get(http::header::CONTENT_TYPE)
                     .and_then(|v| HeaderValue::from_bytes(v.as_bytes()).ok());
-                let body = tokio::time::timeout(settings.idle_timeout, response.bytes())
+                let collect = response.into_body().collect();
+                let body = tokio::time::timeout(settings.idle_timeout, collect)
                     .await
                     .ok()
                     .and_then(Result::ok)
+                    .map(|collected| collected.to_bytes())
                     .unwrap_or_default();
                 let message = format!("node {}: HTTP {}", node.key(), status.as_u16());
                 failed_reply = Some(FailedReply {
@@ -339,7 +349,7 @@ pub async fn send_with_failover(
                 .await);
             }
             Ok(Err(err)) => {
-                let message = format!("node {}: {}", node.key(), describe_reqwest_error(&err));
+                let message = format!("node {}: {}", node.key(), describe_send_error(&err));
                 let refused = err.is_connect();
                 (message.clone(), OutcomeKind::Transport { message, refused })
             }
@@ -365,10 +375,10 @@ pub async fn send_with_failover(
             Some(ttfb),
             kind_of_end,
         ));
-        state.observer.do_send(Emit(
+        state.events.emit(
             Event::ollama_error(node.key(), &routed.model_label, &failure, started.elapsed())
                 .on_route(routed.operation),
-        ));
+        );
         let fallback = RoutingEvent::new(
             RoutingEventType::FallbackTriggered,
             &routed.model_label,
@@ -378,7 +388,7 @@ pub async fn send_with_failover(
         )
         .with("from_backend", node.key())
         .with("attempt", attempt);
-        state.observer.do_send(EmitRouting(fallback));
+        state.events.emit_routing(fallback);
         tracing::warn!(node = %node.key(), attempt, error = %failure, "attempt failed; trying another node");
         pick.exclude.push(node.key().to_string());
         last_failure = Some(failure);
@@ -477,6 +487,7 @@ pub fn route_error(err: RouteError, last_failure: Option<String>) -> GatewayErro
         RouteError::QueueTimeout { .. } => {
             GatewayError::new(StatusCode::SERVICE_UNAVAILABLE, err.to_string())
         }
+        RouteError::Stopped => GatewayError::bad_gateway(err.to_string()),
         RouteError::NoneReachable(_) | RouteError::NoNodes => match last_failure {
             Some(failure) => GatewayError::bad_gateway(format!("{err}; last failure: {failure}")),
             None => GatewayError::bad_gateway(err.to_string()),
@@ -526,7 +537,7 @@ impl Completion {
         )
         .with("affinity", lease.affinity.as_str())
         .with("cold", lease.cold);
-        routed.state.observer.do_send(EmitRouting(selected));
+        routed.state.events.emit_routing(selected);
         Self {
             state: routed.state.clone().into_inner(),
             adds_model: routed.adds_model.clone(),
@@ -584,14 +595,14 @@ impl Completion {
         if let (Some(model), OutcomeKind::Success) = (&self.adds_model, &self.outcome.kind_of_end) {
             self.node.add_model(model);
         }
-        self.state.observer.do_send(Emit(event));
+        self.state.events.emit(event);
         self.state.count(Some(key), status);
         drop(self.in_flight);
     }
 }
 
 async fn relay_response(
-    response: reqwest::Response,
+    response: http::Response<Incoming>,
     completion: Completion,
     flavour: Flavour,
     idle: Duration,
@@ -608,7 +619,7 @@ async fn relay_response(
     }
     let content_type = response
         .headers()
-        .get(reqwest::header::CONTENT_TYPE)
+        .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
     let is_stream = content_type.starts_with("application/x-ndjson")
@@ -616,31 +627,27 @@ async fn relay_response(
 
     if is_stream {
         builder.insert_header(("x-accel-buffering", "no"));
-        if !response
-            .headers()
-            .contains_key(reqwest::header::CACHE_CONTROL)
-        {
+        if !response.headers().contains_key(http::header::CACHE_CONTROL) {
             builder.insert_header((header::CACHE_CONTROL, "no-cache"));
         }
         let code = status.as_u16();
-        let relay = LineRelay::new(
-            Box::pin(response.bytes_stream()),
-            flavour,
-            idle,
-            move |end| completion.finish(code, end),
-        );
+        let chunks = BodyDataStream::new(response.into_body())
+            .map(|chunk| chunk.map_err(|err| describe_body_error(&err)));
+        let relay = LineRelay::new(Box::pin(chunks), flavour, idle, move |end| {
+            completion.finish(code, end)
+        });
         return builder.streaming(relay);
     }
-    match tokio::time::timeout(idle, response.bytes()).await {
+    match tokio::time::timeout(idle, response.into_body().collect()).await {
         Ok(Ok(body)) => {
             completion.finish(status.as_u16(), Outcome::Completed);
-            builder.body(body)
+            builder.body(body.to_bytes())
         }
         Ok(Err(err)) => {
             let message = format!(
                 "node {}: {}",
                 completion.node.key(),
-                describe_reqwest_error(&err)
+                describe_body_error(&err)
             );
             completion.finish(502, Outcome::UpstreamFailed(message.clone()));
             GatewayError::bad_gateway(message).into_response(flavour)

@@ -25,7 +25,8 @@ pub enum Outcome {
     ClientGone,
 }
 
-type Upstream = Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>>>>;
+/// The node's answer as it arrives; an error is already described for the client.
+pub type Upstream = Pin<Box<dyn Stream<Item = Result<Bytes, String>>>>;
 
 pub struct LineRelay<F: FnOnce(Outcome)> {
     upstream: Upstream,
@@ -118,10 +119,7 @@ impl<F: FnOnce(Outcome) + Unpin> Stream for LineRelay<F> {
                     return Poll::Ready(None);
                 }
                 Poll::Ready(Some(Err(err))) => {
-                    let message = format!(
-                        "the ollama node failed mid-stream: {}",
-                        sollol_actors::node::describe_reqwest_error(&err)
-                    );
+                    let message = format!("the ollama node failed mid-stream: {err}");
                     return this.fail(message);
                 }
             }

@@ -9,9 +9,9 @@ use serde::Serialize;
 use sollol_actors::metadata::MetadataActor;
 use sollol_actors::metrics::Metrics;
 use sollol_actors::node::NodeHandle;
-use sollol_actors::observer::ObserverActor;
+use sollol_actors::observer::{EventSink, ObserverActor};
 use sollol_actors::redis_publisher::RedisPublisher;
-use sollol_actors::router::RouterActor;
+use sollol_actors::router::{RouterActor, RouterHandle};
 use sollol_actors::supervisor::SupervisorHandle;
 
 use crate::cluster::{Cluster, Telemetry};
@@ -19,8 +19,11 @@ use crate::config::Settings;
 
 pub struct AppState {
     pub router: Addr<RouterActor>,
+    pub placement: RouterHandle,
     pub nodes: Vec<NodeHandle>,
     pub observer: Addr<ObserverActor>,
+    /// The request path's events go here rather than to `observer` one message each.
+    pub events: EventSink,
     pub publisher: Option<Addr<RedisPublisher>>,
     pub metrics: Metrics,
     /// Builds `sollol:router:metadata`; `None` only in a gateway that was not announced.
@@ -46,8 +49,10 @@ impl AppState {
     ) -> Self {
         Self {
             router: cluster.router.clone(),
+            placement: cluster.placement.clone(),
             nodes: cluster.nodes.clone(),
             observer: telemetry.observer.clone(),
+            events: telemetry.events.clone(),
             publisher: telemetry.publisher.clone(),
             metrics: telemetry.metrics.clone(),
             metadata: telemetry.metadata.clone(),
@@ -83,11 +88,14 @@ impl AppState {
     pub fn count(&self, node: Option<&str>, status: u16) {
         let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
         counts.total += 1;
-        *counts.by_status.entry(status.to_string()).or_default() += 1;
-        *counts
-            .by_node
-            .entry(node.unwrap_or("none").to_string())
-            .or_default() += 1;
+        *counts.by_status.entry(status).or_default() += 1;
+        let node = node.unwrap_or("none");
+        match counts.by_node.get_mut(node) {
+            Some(count) => *count += 1,
+            None => {
+                counts.by_node.insert(node.to_string(), 1);
+            }
+        }
     }
 }
 
@@ -96,7 +104,8 @@ impl AppState {
 pub struct RequestCounts {
     pub total: u64,
     pub by_node: BTreeMap<String, u64>,
-    pub by_status: BTreeMap<String, u64>,
+    /// Keyed by status code (written as a string in JSON).
+    pub by_status: BTreeMap<u16, u64>,
 }
 
 /// `sha256:abc` and `sha256-abc` name the same blob.

@@ -293,31 +293,93 @@ pub fn scores(
         .collect()
 }
 
+/// Why `intelligent` chose the node, for the routing event. Built on every placement, so
+/// it appends whole numbers to one buffer rather than going through float formatting.
 fn intelligent_reason(node: &NodeHandle, scores: &[f64], index: usize, job: &Job<'_>) -> String {
-    let mut parts = vec![format!(
-        "Strategy: intelligent; expected {:.0}ms on {}",
-        scores[index],
-        node.key()
-    )];
+    let mut reason = String::with_capacity(160);
+    reason.push_str("Strategy: intelligent; expected ");
+    push_whole(&mut reason, scores[index]);
+    reason.push_str("ms on ");
+    reason.push_str(node.key());
     if let Some(model) = job.model {
         match node.model_stats(model, job.kind) {
-            Some(stats) => parts.push(format!(
-                "measured {:.0}ms per unit, success {:.0}%",
-                stats.unit_latency_ms.unwrap_or(0.0),
-                stats.success_rate() * 100.0
-            )),
-            None => parts.push("no history yet (exploring)".into()),
+            Some(stats) => {
+                reason.push_str("; measured ");
+                push_whole(&mut reason, stats.unit_latency_ms.unwrap_or(0.0));
+                reason.push_str("ms per unit, success ");
+                push_whole(&mut reason, stats.success_rate() * 100.0);
+                reason.push('%');
+            }
+            None => reason.push_str("; no history yet (exploring)"),
         }
-        parts.push(if node.is_resident(model) {
-            "model resident".into()
+        reason.push_str(if node.is_resident(model) {
+            "; model resident"
         } else {
-            "cold load".into()
+            "; cold load"
         });
     }
     if scores.len() > 1 {
-        let mut sorted = scores.to_vec();
-        sorted.sort_by(f64::total_cmp);
-        parts.push(format!("next best {:.0}ms", sorted[1]));
+        // The second lowest score (the lowest may appear twice).
+        let mut lowest = f64::INFINITY;
+        let mut second = f64::INFINITY;
+        for &score in scores {
+            if score < lowest {
+                second = lowest;
+                lowest = score;
+            } else if score < second {
+                second = score;
+            }
+        }
+        reason.push_str("; next best ");
+        push_whole(&mut reason, second);
+        reason.push_str("ms");
     }
-    parts.join("; ")
+    reason
+}
+
+/// Appends `value` rounded to a whole number (`inf` and `NaN` as Rust writes them).
+fn push_whole(out: &mut String, value: f64) {
+    if !(value.is_finite() && value.abs() < 1.0e18) {
+        out.push_str(&format!("{value:.0}"));
+        return;
+    }
+    let rounded = value.round() as i64;
+    if rounded < 0 {
+        out.push('-');
+    }
+    let mut digits = [0u8; 20];
+    let mut rest = rounded.unsigned_abs();
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    for &digit in &digits[start..] {
+        out.push(char::from(digit));
+    }
+}
+
+#[cfg(test)]
+mod reason_tests {
+    use super::push_whole;
+
+    #[test]
+    fn whole_numbers_are_written_rounded() {
+        for (value, written) in [
+            (0.0, "0"),
+            (0.4, "0"),
+            (12.6, "13"),
+            (1234567.0, "1234567"),
+            (-3.7, "-4"),
+            (f64::INFINITY, "inf"),
+        ] {
+            let mut out = String::new();
+            push_whole(&mut out, value);
+            assert_eq!(out, written, "{value}");
+        }
+    }
 }

@@ -212,7 +212,7 @@ fn affinity_sends_a_conversation_back_to_its_node() {
         assert_eq!(next.affinity, AffinityOutcome::Hit);
         assert_eq!(next.node.key(), home);
     }
-    let nodes = router.nodes.clone();
+    let nodes = router.nodes();
     let home_node = nodes.iter().find(|n| n.key() == home).expect("home");
     home_node.record_failure("connection refused", true);
     let moved = pick(&mut router, &conversation).expect("node");
