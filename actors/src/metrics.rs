@@ -130,6 +130,10 @@ struct Inner {
     responses: Mutex<Vec<ResponseSeries>>,
     /// Handles of `sollol_http_responses_total` by route and status, likewise.
     http_response_counters: Mutex<Vec<(String, u16, Counter)>>,
+    /// Handles of `sollol_events_total` by type and severity, likewise.
+    event_counters: Mutex<Vec<(&'static str, &'static str, Counter)>>,
+    /// Handles of `sollol_routing_decisions_total` by type and node, likewise.
+    routing_counters: Mutex<Vec<(&'static str, String, Counter)>>,
 }
 
 /// Series kept in [`Inner::responses`] at most; past this, lookups go to the families.
@@ -297,6 +301,8 @@ impl Metrics {
             nodes,
             responses: Mutex::new(Vec::new()),
             http_response_counters: Mutex::new(Vec::new()),
+            event_counters: Mutex::new(Vec::new()),
+            routing_counters: Mutex::new(Vec::new()),
         }))
     }
 
@@ -368,13 +374,7 @@ impl Metrics {
     /// Counts one event and whatever it measures.
     pub fn record(&self, event: &Event) {
         let metrics = &self.0;
-        metrics
-            .events
-            .get_or_create(&EventLabels {
-                event_type: event.event_type().as_str(),
-                severity: event.severity.as_str(),
-            })
-            .inc();
+        self.count_event(event.event_type().as_str(), event.severity.as_str());
         let node = &event.backend;
         match &event.kind {
             EventKind::OllamaResponse {
@@ -443,11 +443,7 @@ impl Metrics {
                 }
             }
             EventKind::Routing(routing) => {
-                let labels = RoutingLabels {
-                    event_type: routing.event_type.as_str(),
-                    node: routing.node.clone(),
-                };
-                metrics.routing.get_or_create(&labels).inc();
+                self.count_routing(routing.event_type.as_str(), &routing.node);
             }
             EventKind::OllamaRequest { .. } | EventKind::NodeStatusChange { .. } => {}
         }
@@ -480,6 +476,50 @@ impl Metrics {
                 .overhead
                 .get_or_create(&labels)
                 .observe(overhead.as_secs_f64());
+        }
+    }
+
+    fn count_event(&self, event_type: &'static str, severity: &'static str) {
+        let mut cache = self.0.event_counters.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, _, counter)) = cache
+            .iter()
+            .find(|(known, level, _)| *known == event_type && *level == severity)
+        {
+            counter.inc();
+            return;
+        }
+        let labels = EventLabels {
+            event_type,
+            severity,
+        };
+        let counter = self.0.events.get_or_create(&labels).clone();
+        counter.inc();
+        if cache.len() < MAX_CACHED_RESPONSE_SERIES {
+            cache.push((event_type, severity, counter));
+        }
+    }
+
+    fn count_routing(&self, event_type: &'static str, node: &str) {
+        let mut cache = self
+            .0
+            .routing_counters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some((_, _, counter)) = cache
+            .iter()
+            .find(|(known, known_node, _)| *known == event_type && known_node == node)
+        {
+            counter.inc();
+            return;
+        }
+        let labels = RoutingLabels {
+            event_type,
+            node: node.to_string(),
+        };
+        let counter = self.0.routing.get_or_create(&labels).clone();
+        counter.inc();
+        if cache.len() < MAX_CACHED_RESPONSE_SERIES {
+            cache.push((event_type, labels.node, counter));
         }
     }
 

@@ -210,19 +210,13 @@ impl ObserverActor {
         let stats = &mut self.stats;
         let type_name = event.event_type().as_str();
         if let EventKind::Routing(_) = event.kind {
-            *stats.routing_events.entry(type_name.into()).or_default() += 1;
+            bump(&mut stats.routing_events, type_name);
             return;
         }
-        *stats.events_by_type.entry(type_name.into()).or_default() += 1;
-        *stats
-            .events_by_backend
-            .entry(event.backend.clone())
-            .or_default() += 1;
+        bump(&mut stats.events_by_type, type_name);
+        bump(&mut stats.events_by_backend, &event.backend);
         if event.severity >= Severity::Error {
-            *stats
-                .errors_by_backend
-                .entry(event.backend.clone())
-                .or_default() += 1;
+            bump(&mut stats.errors_by_backend, &event.backend);
         }
     }
 
@@ -260,6 +254,16 @@ impl ObserverActor {
         });
         let gone = before - self.subscribers.len();
         self.stats.feed_subscribers_dropped += gone as u64;
+    }
+}
+
+/// Adds one to `key`'s count, allocating the key only the first time it is seen.
+fn bump(counts: &mut BTreeMap<String, u64>, key: &str) {
+    match counts.get_mut(key) {
+        Some(count) => *count += 1,
+        None => {
+            counts.insert(key.to_string(), 1);
+        }
     }
 }
 

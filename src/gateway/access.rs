@@ -60,14 +60,14 @@ impl AccessPolicy {
         if !self.check_host {
             return true;
         }
-        let name = strip_port(host).to_ascii_lowercase();
-        if name == "localhost" || name == self.hostname {
+        let name = strip_port(host);
+        if name.eq_ignore_ascii_case("localhost") || name.eq_ignore_ascii_case(&self.hostname) {
             return true;
         }
-        if [".localhost", ".local", ".internal"]
-            .iter()
-            .any(|suffix| name.ends_with(suffix))
-        {
+        if [".localhost", ".local", ".internal"].iter().any(|suffix| {
+            name.len() >= suffix.len()
+                && name.as_bytes()[name.len() - suffix.len()..].eq_ignore_ascii_case(suffix.as_bytes())
+        }) {
             return true;
         }
         match name.trim_matches(['[', ']']).parse::<IpAddr>() {
@@ -136,24 +136,26 @@ pub async fn guard(
             .await
             .map(ServiceResponse::map_into_left_body);
     };
-    let host = request
-        .headers()
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    if let Some(host) = &host {
-        if !policy.host_allowed(host) {
-            tracing::debug!(host = %host, "refused a request for a foreign host name");
-            return Ok(request
-                .into_response(HttpResponse::Forbidden().finish())
-                .map_into_right_body());
-        }
+    // Read with borrowed text; only a cross-origin request needs owned copies.
+    let (refused_host, origin, host) = {
+        let headers = request.headers();
+        let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+        let refused_host = host
+            .filter(|host| !policy.host_allowed(host))
+            .map(str::to_string);
+        let origin = headers
+            .get(header::ORIGIN)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let host = origin.as_ref().and(host).map(str::to_string);
+        (refused_host, origin, host)
+    };
+    if let Some(host) = refused_host {
+        tracing::debug!(host = %host, "refused a request for a foreign host name");
+        return Ok(request
+            .into_response(HttpResponse::Forbidden().finish())
+            .map_into_right_body());
     }
-    let origin = request
-        .headers()
-        .get(header::ORIGIN)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
     let Some(origin) = origin else {
         return next
             .call(request)

@@ -13,12 +13,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
-use http_body_util::{BodyDataStream, BodyExt};
 use hyper::body::Incoming;
 use sollol_actors::event::Event;
 use sollol_actors::model_name::normalize_model;
@@ -30,7 +29,8 @@ use super::controls::{Controls, AFFINITY_HEADER, DEFAULT_PRIORITY, NODE_HEADER};
 use super::error::{Flavour, GatewayError};
 use super::fanout;
 use super::node_client::{
-    bytes_body, describe_body_error, describe_send_error, empty_body, NodeClient, UpstreamBody,
+    bytes_body, describe_body_error, empty_body, read_to_end, Connection, NodeClient,
+    ReleasingBody, UpstreamBody,
 };
 use super::relay::{LineRelay, Outcome};
 use super::sniff::{session_key, sniff, RequestInfo};
@@ -304,11 +304,12 @@ pub async fn send_with_failover(
         let upstream = request_for(routed.request, &node, attempt_body).map_err(|err| {
             GatewayError::bad_request(format!("cannot forward this request: {err}"))
         })?;
-        let sent = tokio::time::timeout(settings.ttfb_timeout, client.send(upstream)).await;
+        let sent = tokio::time::timeout(settings.ttfb_timeout, client.send(node.key(), upstream))
+            .await;
         let ttfb = started.elapsed();
 
         let (failure, kind_of_end) = match sent {
-            Ok(Ok(response))
+            Ok(Ok((response, connection)))
                 if response.status().is_server_error() && attempt < settings.attempts =>
             {
                 let status = response.status();
@@ -316,12 +317,11 @@ pub async fn send_with_failover(
                     .headers()
                     .get(http::header::CONTENT_TYPE)
                     .and_then(|v| HeaderValue::from_bytes(v.as_bytes()).ok());
-                let collect = response.into_body().collect();
+                let collect = read_to_end(response, connection);
                 let body = tokio::time::timeout(settings.idle_timeout, collect)
                     .await
                     .ok()
                     .and_then(Result::ok)
-                    .map(|collected| collected.to_bytes())
                     .unwrap_or_default();
                 let message = format!("node {}: HTTP {}", node.key(), status.as_u16());
                 failed_reply = Some(FailedReply {
@@ -338,10 +338,11 @@ pub async fn send_with_failover(
                 };
                 (message, kind)
             }
-            Ok(Ok(response)) => {
+            Ok(Ok((response, connection))) => {
                 let completion = Completion::new(routed, lease, started, ttfb, attempt);
                 return Ok(relay_response(
                     response,
+                    connection,
                     completion,
                     routed.flavour,
                     settings.idle_timeout,
@@ -349,7 +350,7 @@ pub async fn send_with_failover(
                 .await);
             }
             Ok(Err(err)) => {
-                let message = format!("node {}: {}", node.key(), describe_send_error(&err));
+                let message = format!("node {}: {err}", node.key());
                 let refused = err.is_connect();
                 (message.clone(), OutcomeKind::Transport { message, refused })
             }
@@ -603,6 +604,7 @@ impl Completion {
 
 async fn relay_response(
     response: http::Response<Incoming>,
+    connection: Connection,
     completion: Completion,
     flavour: Flavour,
     idle: Duration,
@@ -612,10 +614,13 @@ async fn relay_response(
     let mut builder = HttpResponse::build(status);
     copy_response_headers(response.headers(), &mut builder);
     if let Ok(value) = HeaderValue::from_str(completion.node.key()) {
-        builder.insert_header((NODE_HEADER, value));
+        builder.insert_header((HeaderName::from_static(NODE_HEADER), value));
     }
     if completion.affinity != AffinityOutcome::None {
-        builder.insert_header((AFFINITY_HEADER, completion.affinity.as_str()));
+        builder.insert_header((
+            HeaderName::from_static(AFFINITY_HEADER),
+            HeaderValue::from_static(completion.affinity.as_str()),
+        ));
     }
     let content_type = response
         .headers()
@@ -631,17 +636,16 @@ async fn relay_response(
             builder.insert_header((header::CACHE_CONTROL, "no-cache"));
         }
         let code = status.as_u16();
-        let chunks = BodyDataStream::new(response.into_body())
-            .map(|chunk| chunk.map_err(|err| describe_body_error(&err)));
+        let chunks = ReleasingBody::new(response.into_body(), connection);
         let relay = LineRelay::new(Box::pin(chunks), flavour, idle, move |end| {
             completion.finish(code, end)
         });
         return builder.streaming(relay);
     }
-    match tokio::time::timeout(idle, response.into_body().collect()).await {
+    match tokio::time::timeout(idle, read_to_end(response, connection)).await {
         Ok(Ok(body)) => {
             completion.finish(status.as_u16(), Outcome::Completed);
-            builder.body(body.to_bytes())
+            builder.body(body)
         }
         Ok(Err(err)) => {
             let message = format!(

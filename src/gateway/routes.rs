@@ -27,7 +27,16 @@ const ANY_NODE_GET: RouteSpec = RouteSpec::native(ModelRule::AnyNode, false);
 const OPENAI_MODEL_IN_PATH: RouteSpec = RouteSpec::openai(ModelRule::FromPath);
 
 pub fn configure(config: &mut web::ServiceConfig) {
+    // Resources are matched in order: the inference routes, which carry nearly all the
+    // traffic, come first.
     config
+        .service(routed("/api/chat", web::post(), INFERENCE, "POST"))
+        .service(routed("/api/generate", web::post(), INFERENCE, "POST"))
+        .service(routed("/v1/chat/completions", web::post(), OPENAI, "POST"))
+        .service(routed("/api/embed", web::post(), SINGLE_REPLY, "POST"))
+        .service(routed("/v1/embeddings", web::post(), OPENAI, "POST"))
+        .service(routed("/api/embeddings", web::post(), SINGLE_REPLY, "POST"))
+        .service(routed("/v1/completions", web::post(), OPENAI, "POST"))
         .service(
             web::resource("/")
                 .route(web::get().to(root))
@@ -51,10 +60,6 @@ pub fn configure(config: &mut web::ServiceConfig) {
                 .route(web::get().to(aggregate::ps))
                 .default_service(not_allowed("GET")),
         )
-        .service(routed("/api/generate", web::post(), INFERENCE, "POST"))
-        .service(routed("/api/chat", web::post(), INFERENCE, "POST"))
-        .service(routed("/api/embed", web::post(), SINGLE_REPLY, "POST"))
-        .service(routed("/api/embeddings", web::post(), SINGLE_REPLY, "POST"))
         .service(routed("/api/show", web::post(), SINGLE_REPLY, "POST"))
         .service(routed("/api/pull", web::post(), ANY_NODE_PROGRESS, "POST"))
         .service(routed(
@@ -72,12 +77,9 @@ pub fn configure(config: &mut web::ServiceConfig) {
                 .route(web::post().to(blobs::blob))
                 .default_service(not_allowed("HEAD, POST")),
         )
-        .service(routed("/v1/chat/completions", web::post(), OPENAI, "POST"))
-        .service(routed("/v1/completions", web::post(), OPENAI, "POST"))
         .service(routed("/v1/responses", web::post(), OPENAI, "POST"))
         .service(routed("/v1/messages", web::post(), OPENAI, "POST"))
         .service(routed("/api/status", web::get(), ANY_NODE_GET, "GET"))
-        .service(routed("/v1/embeddings", web::post(), OPENAI, "POST"))
         .service(
             web::resource("/v1/models")
                 .route(web::get().to(aggregate::openai_models))

@@ -1,6 +1,6 @@
 //! Building the request a node receives and copying its answer's headers back.
 
-use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
+use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::HttpRequest;
 use sollol_actors::node::NodeHandle;
 
@@ -35,7 +35,8 @@ fn forwarded(name: &str) -> bool {
 }
 
 /// The client's request for `node`, for the proxy's own client: same method, path,
-/// query and headers, with `Host` set to the node's own address.
+/// query (in origin form, as a server expects it) and headers, with `Host` set to the
+/// node's own address.
 pub fn request_for(
     request: &HttpRequest,
     node: &NodeHandle,
@@ -48,11 +49,7 @@ pub fn request_for(
         .unwrap_or("/");
     let method = http::Method::from_bytes(request.method().as_str().as_bytes())
         .unwrap_or(http::Method::POST);
-    let uri = http::Uri::builder()
-        .scheme(http::uri::Scheme::HTTP)
-        .authority(node.host_header())
-        .path_and_query(path_and_query)
-        .build()?;
+    let uri = http::Uri::builder().path_and_query(path_and_query).build()?;
     let mut upstream = http::Request::new(body);
     *upstream.method_mut() = method;
     *upstream.uri_mut() = uri;
@@ -120,7 +117,6 @@ pub fn copy_response_headers(
     upstream: &reqwest::header::HeaderMap,
     builder: &mut actix_web::HttpResponseBuilder,
 ) {
-    let mut copied = HeaderMap::new();
     for (name, value) in upstream {
         if is_hop_by_hop(name.as_str())
             || matches!(name.as_str(), "content-length" | "date" | "server")
@@ -131,10 +127,7 @@ pub fn copy_response_headers(
             HeaderName::from_bytes(name.as_str().as_bytes()),
             HeaderValue::from_bytes(value.as_bytes()),
         ) {
-            copied.append(name, value);
+            builder.append_header((name, value));
         }
-    }
-    for (name, value) in copied {
-        builder.append_header((name, value));
     }
 }

@@ -10,7 +10,7 @@ use std::str::FromStr;
 
 use serde::Serialize;
 
-use crate::node::{NodeHandle, RequestKind};
+use crate::node::{ModelStats, NodeHandle, RequestKind};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -176,12 +176,11 @@ pub fn rank_intelligent(
     memory: &Memory,
     loads: &[f64],
 ) -> (usize, String) {
-    let scores = scores(candidates, job, memory.default_load_ms, loads);
+    let stats = candidate_stats(candidates, job);
+    let scores = scores_with(candidates, &stats, job, memory.default_load_ms, loads);
     let index = lowest_by_values(candidates, memory, &scores);
-    (
-        index,
-        intelligent_reason(&candidates[index], &scores, index, job),
-    )
+    let reason = intelligent_reason(&candidates[index], stats[index].as_ref(), &scores, index, job);
+    (index, reason)
 }
 
 /// Records that `node` was chosen (for tie-breaking by recency).
@@ -233,13 +232,28 @@ pub fn scores(
     default_load_ms: f64,
     loads: &[f64],
 ) -> Vec<f64> {
-    let stats: Vec<_> = candidates
+    let stats = candidate_stats(candidates, job);
+    scores_with(candidates, &stats, job, default_load_ms, loads)
+}
+
+/// What each candidate has measured for the job's model and kind.
+fn candidate_stats(candidates: &[NodeHandle], job: &Job<'_>) -> Vec<Option<ModelStats>> {
+    candidates
         .iter()
         .map(|node| {
             job.model
                 .and_then(|model| node.model_stats(model, job.kind))
         })
-        .collect();
+        .collect()
+}
+
+fn scores_with(
+    candidates: &[NodeHandle],
+    stats: &[Option<ModelStats>],
+    job: &Job<'_>,
+    default_load_ms: f64,
+    loads: &[f64],
+) -> Vec<f64> {
     let best_known = stats
         .iter()
         .filter_map(|s| s.as_ref().and_then(|s| s.unit_latency_ms))
@@ -261,7 +275,7 @@ pub fn scores(
 
     candidates
         .iter()
-        .zip(&stats)
+        .zip(stats)
         .zip(loads)
         .map(|((node, stats), load)| {
             let unit = stats
@@ -295,14 +309,20 @@ pub fn scores(
 
 /// Why `intelligent` chose the node, for the routing event. Built on every placement, so
 /// it appends whole numbers to one buffer rather than going through float formatting.
-fn intelligent_reason(node: &NodeHandle, scores: &[f64], index: usize, job: &Job<'_>) -> String {
+fn intelligent_reason(
+    node: &NodeHandle,
+    stats: Option<&ModelStats>,
+    scores: &[f64],
+    index: usize,
+    job: &Job<'_>,
+) -> String {
     let mut reason = String::with_capacity(160);
     reason.push_str("Strategy: intelligent; expected ");
     push_whole(&mut reason, scores[index]);
     reason.push_str("ms on ");
     reason.push_str(node.key());
     if let Some(model) = job.model {
-        match node.model_stats(model, job.kind) {
+        match stats {
             Some(stats) => {
                 reason.push_str("; measured ");
                 push_whole(&mut reason, stats.unit_latency_ms.unwrap_or(0.0));
