@@ -2,6 +2,8 @@
 //!
 //! - `emit/do_send`: the request path's share: building a response event and handing it
 //!   to the observer with `do_send` (the observer does its work later, elsewhere).
+//! - `emit/sink`: the same through an [`EventSink`], the gateway's way: the event joins a
+//!   buffer the observer drains every few milliseconds (one message per batch).
 //! - `observer/handle`: the observer's own work per event (severity, metrics, analytics,
 //!   log filter, Redis JSON), measured as events handled per second.
 //! - `redis/publish`: events per second written to the Redis at 127.0.0.1:6379 by the
@@ -16,7 +18,9 @@ use actix::prelude::*;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use sollol_actors::event::Event;
 use sollol_actors::metrics::Metrics;
-use sollol_actors::observer::{Emit, GetObserverStats, ObserverActor, ObserverConfig};
+use sollol_actors::observer::{
+    Emit, EventSink, FlushEvents, GetObserverStats, ObserverActor, ObserverConfig,
+};
 use sollol_actors::redis_publisher::{GetPublisherStats, Publish, PublisherConfig, RedisPublisher};
 use sollol_actors::RedactedUrl;
 
@@ -36,13 +40,34 @@ fn response() -> Event {
 }
 
 fn observer() -> Addr<ObserverActor> {
+    observer_with_sink().0
+}
+
+fn observer_with_sink() -> (Addr<ObserverActor>, EventSink) {
     let config = ObserverConfig {
         max_events: 10_000,
         ..ObserverConfig::default()
     };
     ObserverActor::new(config, None)
         .with_metrics(Metrics::new())
-        .start()
+        .start_with_sink()
+}
+
+/// Like [`send_events`], through the sink; the observer's drain is not counted.
+async fn sink_events(observer: &Addr<ObserverActor>, sink: &EventSink, count: u64) -> Duration {
+    let mut spent = Duration::ZERO;
+    let mut left = count;
+    while left > 0 {
+        let chunk = left.min(1_000);
+        let started = Instant::now();
+        for _ in 0..chunk {
+            sink.emit(response());
+        }
+        spent += started.elapsed();
+        left -= chunk;
+        let _ = observer.send(FlushEvents).await;
+    }
+    spent
 }
 
 /// Sends `count` events and returns the time spent sending, then waits for the
@@ -70,6 +95,10 @@ fn emit(c: &mut Criterion) {
     group.throughput(Throughput::Elements(1));
     group.bench_function("do_send", |b| {
         b.iter_custom(|iters| system.block_on(send_events(&observer, iters)))
+    });
+    let (sink_observer, sink) = system.block_on(async { observer_with_sink() });
+    group.bench_function("sink", |b| {
+        b.iter_custom(|iters| system.block_on(sink_events(&sink_observer, &sink, iters)))
     });
     group.finish();
 

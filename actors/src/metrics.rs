@@ -480,7 +480,11 @@ impl Metrics {
     }
 
     fn count_event(&self, event_type: &'static str, severity: &'static str) {
-        let mut cache = self.0.event_counters.lock().unwrap_or_else(|p| p.into_inner());
+        let mut cache = self
+            .0
+            .event_counters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         if let Some((_, _, counter)) = cache
             .iter()
             .find(|(known, level, _)| *known == event_type && *level == severity)

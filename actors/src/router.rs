@@ -353,7 +353,7 @@ impl RouterCore {
             .as_deref()
             .filter(|m| !m.is_empty())
             .map(normalize_model);
-        let eligible: Vec<NodeHandle> = self
+        let usable: Vec<NodeHandle> = self
             .nodes
             .iter()
             .filter(|node| {
@@ -364,10 +364,6 @@ impl RouterCore {
             })
             .filter(|node| !request.exclude.iter().any(|key| key == node.key()))
             .filter(|node| model.as_deref().is_none_or(|m| node.has_model(m)))
-            .cloned()
-            .collect();
-        let usable: Vec<NodeHandle> = eligible
-            .iter()
             .filter(|node| node.is_available())
             .cloned()
             .collect();

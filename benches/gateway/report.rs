@@ -10,7 +10,10 @@ use crate::workers::WorkerTimes;
 pub struct Report {
     pub seconds: u64,
     pub connections: usize,
+    /// Each target's median closed-loop round.
     pub closed: Vec<(&'static str, Load)>,
+    /// Requests per second of every target in every round, in the order run.
+    pub rounds: Vec<Vec<(&'static str, f64)>>,
     pub rate: f64,
     pub fixed: Vec<(&'static str, Load)>,
     pub own_rate: f64,
@@ -85,10 +88,25 @@ impl Report {
 
     pub fn print(&self) {
         println!(
-            "\n## Throughput: wrk, 1 thread, {} connections, {} s per target, closed loop\n",
-            self.connections, self.seconds
+            "\n## Throughput: wrk, 1 thread, {} connections, {} s per target, closed loop, median of {} interleaved rounds\n",
+            self.connections, self.seconds, self.rounds.len()
         );
         Self::print_loads(&self.closed);
+        println!("\nEvery round (req/s, and sollol's ratio to nginx in that round):\n");
+        for (index, round) in self.rounds.iter().enumerate() {
+            let figures: Vec<String> = round
+                .iter()
+                .map(|(name, rps)| format!("{name} {rps:.0}"))
+                .collect();
+            let nginx = Self::find(round, "nginx");
+            let sollol = Self::find(round, "sollol");
+            println!(
+                "- round {}: {}; sollol/nginx {:.2}x",
+                index + 1,
+                figures.join(", "),
+                sollol / nginx
+            );
+        }
         println!(
             "\n## Fixed rate: oha at {:.0} req/s (half of nginx's maximum above), {} connections, {} s per target, latency from when each request was due\n",
             self.rate, self.connections, self.seconds

@@ -66,7 +66,8 @@ impl AccessPolicy {
         }
         if [".localhost", ".local", ".internal"].iter().any(|suffix| {
             name.len() >= suffix.len()
-                && name.as_bytes()[name.len() - suffix.len()..].eq_ignore_ascii_case(suffix.as_bytes())
+                && name.as_bytes()[name.len() - suffix.len()..]
+                    .eq_ignore_ascii_case(suffix.as_bytes())
         }) {
             return true;
         }

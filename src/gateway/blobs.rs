@@ -4,15 +4,14 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
+use futures_util::stream::LocalBoxStream;
 use futures_util::StreamExt;
-use http_body_util::{BodyExt, StreamBody};
-use hyper::body::Frame;
 use sollol_actors::node::RequestKind;
 use sollol_actors::router::PickNode;
 
 use super::controls::{Controls, DEFAULT_PRIORITY};
 use super::error::{Flavour, GatewayError};
-use super::node_client::{BodyError, UpstreamBody};
+use super::node_client::UploadError;
 use super::proxy::{send_with_failover, BodySource, Routed};
 use super::state::AppState;
 
@@ -90,34 +89,24 @@ async fn forward_blob(
 
 /// The client's upload as a body for the node, passed on chunk by chunk; past `limit`
 /// bytes the upload is cut with an error.
-fn stream_body(mut payload: web::Payload, limit: u64) -> UpstreamBody {
-    let (sender, receiver) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(8);
-    actix_rt::spawn(async move {
-        let mut total = 0u64;
-        while let Some(chunk) = payload.next().await {
-            let item = match chunk {
-                Ok(chunk) => {
-                    total += chunk.len() as u64;
-                    if total > limit {
-                        Err(std::io::Error::other(format!(
-                            "blob exceeds the limit of {limit} bytes (setting max_blob_bytes)"
-                        )))
-                    } else {
-                        Ok(chunk)
-                    }
+fn stream_body(
+    payload: web::Payload,
+    limit: u64,
+) -> LocalBoxStream<'static, Result<bytes::Bytes, UploadError>> {
+    let mut total = 0u64;
+    payload
+        .map(move |chunk| match chunk {
+            Ok(chunk) => {
+                total += chunk.len() as u64;
+                if total > limit {
+                    Err(UploadError::from(format!(
+                        "blob exceeds the limit of {limit} bytes (setting max_blob_bytes)"
+                    )))
+                } else {
+                    Ok(chunk)
                 }
-                Err(err) => Err(std::io::Error::other(err.to_string())),
-            };
-            let stop = item.is_err();
-            if sender.send(item).await.is_err() || stop {
-                break;
             }
-        }
-    });
-    let frames = futures_util::stream::unfold(receiver, |mut receiver| async move {
-        let item = receiver.recv().await?;
-        let frame = item.map(Frame::data).map_err(BodyError::from);
-        Some((frame, receiver))
-    });
-    BodyExt::boxed(StreamBody::new(frames))
+            Err(err) => Err(UploadError::from(err.to_string())),
+        })
+        .boxed_local()
 }

@@ -1,42 +1,60 @@
-//! The client the proxy reaches nodes with: HTTP/1.1 connections made with hyper's
-//! connection API and pooled per server thread.
+//! The client the proxy reaches nodes with: keep-alive HTTP/1.1 connections, pooled per
+//! server thread, read and written by the request's own task.
 //!
 //! Each actix-web worker thread has its own [`NodeClient`], so a connection is only ever
-//! used, and driven, by the thread that opened it: no lock, no shared pool map, and no
-//! request that wakes another thread. reqwest (still used for health checks, fan-out and
-//! aggregate routes) parses its URL twice per request and keeps one pool behind a mutex
-//! for all threads; on the proxy's hot path both showed up in the profile.
+//! used by the thread that opened it: no lock, no shared pool, no request that wakes
+//! another thread or another task. The request head is written straight from the
+//! client's request (method, path and query, headers, `Host` set to the node) together
+//! with the body, and the answer is parsed with `httparse` and read by its framing
+//! (length, chunked or until close; see [`body`]). A general HTTP client (reqwest, still
+//! used for health checks, fan-out and aggregate routes) costs more per request than the
+//! rest of the proxy: it parses URLs, keeps one pool behind a mutex for every thread and
+//! drives each connection from a task of its own.
 //!
 //! A connection goes back to its node's idle list only once its answer has been read to
-//! the end ([`Connection::release`]); one dropped before that (a client that left, an
-//! error) is closed. Idle connections are used most recent first, and one the node has
-//! closed, or that sat idle for [`IDLE_TIMEOUT`], is dropped when met. A request that a
-//! reused connection refuses before writing anything moves to another connection.
+//! the end and the node did not ask to close; one dropped before that (a client that
+//! left, an error) is closed, which is also how a node learns that a generation is no
+//! longer wanted. Idle connections are used most recent first; one the node has closed
+//! (its socket became readable while idle), or that sat idle for [`IDLE_TIMEOUT`], is
+//! dropped when met. A request whose write fails on a reused connection is sent once
+//! more on a new one: nothing of it reached the node.
+
+mod body;
+pub mod wire;
 
 use std::cell::RefCell;
-use std::pin::Pin;
 use std::rc::Rc;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use futures_util::Stream;
-use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyDataStream, BodyExt, Empty, Full};
-use hyper::body::Incoming;
-use hyper::client::conn::http1::SendRequest;
-use hyper_util::rt::TokioIo;
+use actix_web::http::header::HeaderValue;
+use actix_web::HttpRequest;
+use bytes::{BufMut, Bytes, BytesMut};
+use futures_util::future::FutureExt;
+use futures_util::stream::{LocalBoxStream, Stream, StreamExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
+use tokio::net::TcpStream;
 
-/// What a request body's stream may fail with.
-pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
-
-/// A request body for a node: buffered bytes, nothing, or the client's upload as it comes.
-pub type UpstreamBody = BoxBody<Bytes, BodyError>;
+pub use body::BodyError;
+use body::BodyReader;
+pub use wire::ResponseHead;
+use wire::{parse_response_head, write_request_head, HeadError, RequestFraming};
 
 /// Idle connections kept per node and thread; more are closed.
 const MAX_IDLE_PER_NODE: usize = 256;
 /// An idle connection older than this is closed rather than used.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// Bodies up to this size are written with the head in one write.
+const COALESCE_BODY_BYTES: usize = 64 * 1024;
+
+/// What an upload stream may fail with.
+pub type UploadError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A request body for a node.
+pub enum RequestBody {
+    Bytes(Bytes),
+    /// The client's upload as it comes, sent chunked; can be sent only once.
+    Stream(LocalBoxStream<'static, Result<Bytes, UploadError>>),
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {
@@ -44,27 +62,59 @@ pub enum SendError {
     Connect(std::io::Error),
     #[error("connection failed: no connection within {0:?} (setting connect_timeout_ms)")]
     ConnectTimeout(Duration),
-    #[error("connection failed: {}", root_cause(.0))]
-    Handshake(hyper::Error),
-    #[error("request failed: {}", root_cause(.0))]
-    Request(hyper::Error),
+    #[error("request failed: cannot write to the node: {0}")]
+    Write(std::io::Error),
+    #[error("request failed: cannot read the node's answer: {0}")]
+    Read(std::io::Error),
+    #[error("request failed: the node closed the connection without answering")]
+    Closed,
+    #[error("request failed: {0}")]
+    Head(#[from] HeadError),
+    #[error("request failed: the client's upload failed: {0}")]
+    Upload(UploadError),
 }
 
 impl SendError {
     /// The node could not be reached at all (nothing was sent).
     pub fn is_connect(&self) -> bool {
-        !matches!(self, Self::Request(_))
+        matches!(self, Self::Connect(_) | Self::ConnectTimeout(_))
+    }
+}
+
+/// One open connection to a node and what has been read from it but not used yet.
+pub struct NodeConnection {
+    stream: TcpStream,
+    buffer: BytesMut,
+}
+
+impl NodeConnection {
+    fn new(stream: TcpStream) -> Self {
+        Self {
+            stream,
+            buffer: BytesMut::new(),
+        }
     }
 }
 
 struct IdleConnection {
-    sender: SendRequest<UpstreamBody>,
+    connection: NodeConnection,
     since: Instant,
 }
 
 impl IdleConnection {
+    /// Not idle for too long, and nothing arrived while idle (a node that closes its side
+    /// makes the socket readable). Checked without a system call.
     fn usable(&self, now: Instant) -> bool {
-        !self.sender.is_closed() && now.duration_since(self.since) < IDLE_TIMEOUT
+        if now.duration_since(self.since) >= IDLE_TIMEOUT {
+            return false;
+        }
+        let readiness = self
+            .connection
+            .stream
+            .ready(Interest::READABLE)
+            .now_or_never();
+        !matches!(readiness, Some(Ok(ready)) if ready.is_readable() || ready.is_read_closed())
+            && !matches!(readiness, Some(Err(_)))
     }
 }
 
@@ -78,6 +128,29 @@ struct Pool {
     nodes: RefCell<Vec<NodeConnections>>,
 }
 
+impl Pool {
+    fn put_back(&self, key: &str, connection: NodeConnection) {
+        let mut nodes = self.nodes.borrow_mut();
+        let index = match nodes.iter().position(|node| node.key == key) {
+            Some(index) => index,
+            None => {
+                nodes.push(NodeConnections {
+                    key: key.to_string(),
+                    idle: Vec::new(),
+                });
+                nodes.len() - 1
+            }
+        };
+        let idle = &mut nodes[index].idle;
+        if idle.len() < MAX_IDLE_PER_NODE {
+            idle.push(IdleConnection {
+                connection,
+                since: Instant::now(),
+            });
+        }
+    }
+}
+
 /// One server thread's connections to the nodes. Cheap to clone (clones share the pool);
 /// not `Send`: it belongs to the thread that made it.
 #[derive(Clone)]
@@ -85,34 +158,86 @@ pub struct NodeClient {
     pool: Rc<Pool>,
 }
 
-/// A connection in use; see [`Connection::release`].
-pub struct Connection {
+/// A node's answer: its head, and its body still on the connection.
+pub struct Answer {
+    pub head: ResponseHead,
+    body: BodyReader,
     pool: Rc<Pool>,
     key: String,
-    sender: SendRequest<UpstreamBody>,
 }
 
-impl Connection {
-    /// Returns the connection to its node's idle list: call once the answer has been read
-    /// to the end. Dropping it instead closes the connection.
-    pub fn release(self) {
-        let mut nodes = self.pool.nodes.borrow_mut();
-        let index = match nodes.iter().position(|node| node.key == self.key) {
-            Some(index) => index,
-            None => {
-                nodes.push(NodeConnections {
-                    key: self.key,
-                    idle: Vec::new(),
-                });
-                nodes.len() - 1
+impl Answer {
+    pub fn status(&self) -> u16 {
+        self.head.status
+    }
+
+    pub fn header(&self, name: &str) -> Option<&HeaderValue> {
+        self.head.header(name)
+    }
+
+    /// Splits the answer into its head and a body that reads to its end.
+    pub fn into_parts(self) -> (ResponseHead, AnswerBody) {
+        (
+            self.head,
+            AnswerBody {
+                body: self.body,
+                pool: self.pool,
+                key: self.key,
+            },
+        )
+    }
+}
+
+/// The body of an [`Answer`]; its connection is pooled again once it is read to the end.
+pub struct AnswerBody {
+    body: BodyReader,
+    pool: Rc<Pool>,
+    key: String,
+}
+
+impl AnswerBody {
+    /// The whole body.
+    pub async fn read_to_end(mut self) -> Result<Bytes, BodyError> {
+        let mut collected: Option<Bytes> = None;
+        let mut more = BytesMut::new();
+        while let Some(chunk) = self.body.next_chunk().await? {
+            match &collected {
+                None => collected = Some(chunk),
+                Some(first) => {
+                    if more.is_empty() {
+                        more.extend_from_slice(first);
+                    }
+                    more.extend_from_slice(&chunk);
+                }
             }
-        };
-        let idle = &mut nodes[index].idle;
-        if idle.len() < MAX_IDLE_PER_NODE && !self.sender.is_closed() {
-            idle.push(IdleConnection {
-                sender: self.sender,
-                since: Instant::now(),
-            });
+        }
+        self.release();
+        Ok(if more.is_empty() {
+            collected.unwrap_or_default()
+        } else {
+            more.freeze()
+        })
+    }
+
+    /// The body as it arrives (errors described for the client); the connection is
+    /// pooled again after the last piece.
+    pub fn into_stream(self) -> impl Stream<Item = Result<Bytes, String>> {
+        futures_util::stream::unfold(Some(self), |state| async move {
+            let mut body = state?;
+            match body.body.next_chunk().await {
+                Ok(Some(chunk)) => Some((Ok(chunk), Some(body))),
+                Ok(None) => {
+                    body.release();
+                    None
+                }
+                Err(err) => Some((Err(err.to_string()), None)),
+            }
+        })
+    }
+
+    fn release(self) {
+        if let Some(connection) = self.body.into_reusable() {
+            self.pool.put_back(&self.key, connection);
         }
     }
 }
@@ -127,144 +252,157 @@ impl NodeClient {
         }
     }
 
-    /// Sends `request` to the node at `key` (`host:port`) and waits for the answer's head.
+    /// Sends `request` with `body` to the node at `key` (`host:port`) and reads the
+    /// answer's head.
     pub async fn send(
         &self,
         key: &str,
-        mut request: http::Request<UpstreamBody>,
-    ) -> Result<(http::Response<Incoming>, Connection), SendError> {
-        while let Some(mut sender) = self.take_idle(key) {
-            if sender.ready().await.is_err() {
-                continue;
+        request: &HttpRequest,
+        body: RequestBody,
+    ) -> Result<Answer, SendError> {
+        let head_request = request.method() == actix_web::http::Method::HEAD;
+        let mut connection = match self.take_idle(key) {
+            Some(mut connection) => match write_request(&mut connection, request, key, &body).await
+            {
+                Ok(()) => connection,
+                // Nothing reached the node: the idle connection was going away.
+                Err(SendError::Write(_)) if matches!(body, RequestBody::Bytes(_)) => {
+                    let mut fresh = self.connect(key).await?;
+                    write_request(&mut fresh, request, key, &body).await?;
+                    fresh
+                }
+                Err(err) => return Err(err),
+            },
+            None => {
+                let mut fresh = self.connect(key).await?;
+                write_request(&mut fresh, request, key, &body).await?;
+                fresh
             }
-            match sender.try_send_request(request).await {
-                Ok(response) => return Ok((response, self.connection(key, sender))),
-                Err(mut failed) => match failed.take_message() {
-                    // Nothing was written: the connection was going away.
-                    Some(unsent) => request = unsent,
-                    None => return Err(SendError::Request(failed.into_error())),
-                },
-            }
+        };
+        if let RequestBody::Stream(upload) = body {
+            write_upload(&mut connection, upload).await?;
         }
-        let mut sender = self.connect(key).await?;
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(SendError::Request)?;
-        Ok((response, self.connection(key, sender)))
-    }
-
-    fn connection(&self, key: &str, sender: SendRequest<UpstreamBody>) -> Connection {
-        Connection {
+        let head = read_head(&mut connection, head_request).await?;
+        let reusable = head.reusable;
+        let framing = head.framing;
+        Ok(Answer {
+            head,
+            body: BodyReader::new(connection, framing, reusable),
             pool: self.pool.clone(),
             key: key.to_string(),
-            sender,
-        }
+        })
     }
 
     /// The most recently used idle connection to `key` that is still usable.
-    fn take_idle(&self, key: &str) -> Option<SendRequest<UpstreamBody>> {
+    fn take_idle(&self, key: &str) -> Option<NodeConnection> {
         let mut nodes = self.pool.nodes.borrow_mut();
         let node = nodes.iter_mut().find(|node| node.key == key)?;
         let now = Instant::now();
         // The oldest sits at the front: close it once it has been idle too long.
-        if node.idle.first().is_some_and(|oldest| !oldest.usable(now)) {
+        if node
+            .idle
+            .first()
+            .is_some_and(|oldest| now.duration_since(oldest.since) >= IDLE_TIMEOUT)
+        {
             node.idle.remove(0);
         }
-        while let Some(connection) = node.idle.pop() {
-            if connection.usable(now) {
-                return Some(connection.sender);
+        while let Some(idle) = node.idle.pop() {
+            if idle.usable(now) {
+                return Some(idle.connection);
             }
         }
         None
     }
 
-    async fn connect(&self, key: &str) -> Result<SendRequest<UpstreamBody>, SendError> {
+    async fn connect(&self, key: &str) -> Result<NodeConnection, SendError> {
         let timeout = self.pool.connect_timeout;
-        let stream = tokio::time::timeout(timeout, tokio::net::TcpStream::connect(key))
+        let stream = tokio::time::timeout(timeout, TcpStream::connect(key))
             .await
             .map_err(|_| SendError::ConnectTimeout(timeout))?
             .map_err(SendError::Connect)?;
         let _ = stream.set_nodelay(true);
-        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        Ok(NodeConnection::new(stream))
+    }
+}
+
+/// Writes the request head and, for a buffered body, the body.
+async fn write_request(
+    connection: &mut NodeConnection,
+    request: &HttpRequest,
+    key: &str,
+    body: &RequestBody,
+) -> Result<(), SendError> {
+    let framing = match body {
+        RequestBody::Bytes(bytes) => RequestFraming::Length(bytes.len()),
+        RequestBody::Stream(_) => RequestFraming::Chunked,
+    };
+    let small = matches!(body, RequestBody::Bytes(bytes) if bytes.len() <= COALESCE_BODY_BYTES);
+    let mut out = BytesMut::with_capacity(512 + if small { body_len(body) } else { 0 });
+    write_request_head(&mut out, request, key, framing);
+    if let (true, RequestBody::Bytes(bytes)) = (small, body) {
+        out.put_slice(bytes);
+    }
+    let stream = &mut connection.stream;
+    stream.write_all(&out).await.map_err(SendError::Write)?;
+    if let (false, RequestBody::Bytes(bytes)) = (small, body) {
+        stream.write_all(bytes).await.map_err(SendError::Write)?;
+    }
+    Ok(())
+}
+
+fn body_len(body: &RequestBody) -> usize {
+    match body {
+        RequestBody::Bytes(bytes) => bytes.len(),
+        RequestBody::Stream(_) => 0,
+    }
+}
+
+/// Sends an upload chunk by chunk as it arrives, then the closing chunk.
+async fn write_upload(
+    connection: &mut NodeConnection,
+    mut upload: LocalBoxStream<'static, Result<Bytes, UploadError>>,
+) -> Result<(), SendError> {
+    let stream = &mut connection.stream;
+    while let Some(chunk) = upload.next().await {
+        let chunk = chunk.map_err(SendError::Upload)?;
+        if chunk.is_empty() {
+            continue;
+        }
+        let size = format!("{:x}\r\n", chunk.len());
+        stream
+            .write_all(size.as_bytes())
             .await
-            .map_err(SendError::Handshake)?;
-        // Driven on this thread; it ends when the node closes the connection or every
-        // handle to it is dropped.
-        actix_rt::spawn(async move {
-            if let Err(err) = connection.await {
-                tracing::debug!(error = %err, "connection to a node ended with an error");
-            }
-        });
-        Ok(sender)
+            .map_err(SendError::Write)?;
+        stream.write_all(&chunk).await.map_err(SendError::Write)?;
+        stream.write_all(b"\r\n").await.map_err(SendError::Write)?;
     }
+    stream
+        .write_all(b"0\r\n\r\n")
+        .await
+        .map_err(SendError::Write)
 }
 
-/// Reads a whole answer, then returns its connection to the pool.
-pub async fn read_to_end(
-    response: http::Response<Incoming>,
-    connection: Connection,
-) -> Result<Bytes, hyper::Error> {
-    let body = response.into_body().collect().await?.to_bytes();
-    connection.release();
-    Ok(body)
-}
-
-/// An answer's body as a stream of chunks (errors already described); the connection
-/// goes back to the pool when the last chunk has been read.
-pub struct ReleasingBody {
-    chunks: BodyDataStream<Incoming>,
-    connection: Option<Connection>,
-}
-
-impl ReleasingBody {
-    pub fn new(body: Incoming, connection: Connection) -> Self {
-        Self {
-            chunks: BodyDataStream::new(body),
-            connection: Some(connection),
+/// Reads until a whole response head is in, skipping interim (1xx) answers.
+async fn read_head(
+    connection: &mut NodeConnection,
+    head_request: bool,
+) -> Result<ResponseHead, SendError> {
+    loop {
+        if let Some((head, length)) = parse_response_head(&connection.buffer, head_request)? {
+            let _ = connection.buffer.split_to(length);
+            if (100..200).contains(&head.status) && head.status != 101 {
+                continue;
+            }
+            return Ok(head);
+        }
+        connection.buffer.reserve(16 * 1024);
+        let read = connection
+            .stream
+            .read_buf(&mut connection.buffer)
+            .await
+            .map_err(SendError::Read)?;
+        if read == 0 {
+            return Err(SendError::Closed);
         }
     }
-}
-
-impl Stream for ReleasingBody {
-    type Item = Result<Bytes, String>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = &mut *self;
-        match Pin::new(&mut this.chunks).poll_next(cx) {
-            Poll::Ready(None) => {
-                if let Some(connection) = this.connection.take() {
-                    connection.release();
-                }
-                Poll::Ready(None)
-            }
-            Poll::Ready(Some(Err(err))) => {
-                this.connection = None;
-                Poll::Ready(Some(Err(describe_body_error(&err))))
-            }
-            Poll::Ready(Some(Ok(chunk))) => Poll::Ready(Some(Ok(chunk))),
-            Poll::Pending => Poll::Pending,
-        }
-    }
-}
-
-pub fn bytes_body(bytes: Bytes) -> UpstreamBody {
-    Full::new(bytes).map_err(|never| match never {}).boxed()
-}
-
-pub fn empty_body() -> UpstreamBody {
-    Empty::new().map_err(|never| match never {}).boxed()
-}
-
-/// What went wrong reading an answer's body.
-pub fn describe_body_error(err: &hyper::Error) -> String {
-    format!("response body failed: {}", root_cause(err))
-}
-
-fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut source = err;
-    while let Some(next) = source.source() {
-        source = next;
-    }
-    source.to_string()
 }

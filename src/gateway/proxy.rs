@@ -17,8 +17,8 @@ use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::{Bytes, BytesMut};
+use futures_util::stream::LocalBoxStream;
 use futures_util::StreamExt;
-use hyper::body::Incoming;
 use sollol_actors::event::Event;
 use sollol_actors::model_name::normalize_model;
 use sollol_actors::node::{InFlight, NodeHandle, OutcomeKind, RequestKind, RequestOutcome};
@@ -28,14 +28,11 @@ use sollol_actors::routing_event::{RoutingEvent, RoutingEventType};
 use super::controls::{Controls, AFFINITY_HEADER, DEFAULT_PRIORITY, NODE_HEADER};
 use super::error::{Flavour, GatewayError};
 use super::fanout;
-use super::node_client::{
-    bytes_body, describe_body_error, empty_body, read_to_end, Connection, NodeClient,
-    ReleasingBody, UpstreamBody,
-};
+use super::node_client::{Answer, NodeClient, RequestBody, UploadError};
 use super::relay::{LineRelay, Outcome};
 use super::sniff::{session_key, sniff, RequestInfo};
 use super::state::AppState;
-use super::upstream::{copy_response_headers, request_for};
+use super::upstream::copy_response_headers;
 
 /// Bytes of body that count as one unit of request weight.
 const WEIGHT_UNIT_BYTES: f64 = 4096.0;
@@ -236,16 +233,15 @@ pub enum BodySource {
     /// A buffered body, sent again on every attempt (empty: no body).
     Bytes(Bytes),
     /// A streamed body, which can be sent once: no retry after the first attempt.
-    Once(Option<UpstreamBody>),
+    Once(Option<LocalBoxStream<'static, Result<Bytes, UploadError>>>),
 }
 
 impl BodySource {
     /// The body for the next attempt; `Err` when it cannot be sent again.
-    fn next(&mut self) -> Result<UpstreamBody, ()> {
+    fn next(&mut self) -> Result<RequestBody, ()> {
         match self {
-            Self::Bytes(bytes) if bytes.is_empty() => Ok(empty_body()),
-            Self::Bytes(bytes) => Ok(bytes_body(bytes.clone())),
-            Self::Once(body) => body.take().ok_or(()),
+            Self::Bytes(bytes) => Ok(RequestBody::Bytes(bytes.clone())),
+            Self::Once(body) => body.take().map(RequestBody::Stream).ok_or(()),
         }
     }
 }
@@ -301,48 +297,38 @@ pub async fn send_with_failover(
             routed.streaming,
         ));
         let started = Instant::now();
-        let upstream = request_for(routed.request, &node, attempt_body).map_err(|err| {
-            GatewayError::bad_request(format!("cannot forward this request: {err}"))
-        })?;
-        let sent = tokio::time::timeout(settings.ttfb_timeout, client.send(node.key(), upstream))
-            .await;
+        let upstream = client.send(node.key(), routed.request, attempt_body);
+        let sent = tokio::time::timeout(settings.ttfb_timeout, upstream).await;
         let ttfb = started.elapsed();
 
         let (failure, kind_of_end) = match sent {
-            Ok(Ok((response, connection)))
-                if response.status().is_server_error() && attempt < settings.attempts =>
-            {
-                let status = response.status();
-                let content_type = response
-                    .headers()
-                    .get(http::header::CONTENT_TYPE)
-                    .and_then(|v| HeaderValue::from_bytes(v.as_bytes()).ok());
-                let collect = read_to_end(response, connection);
-                let body = tokio::time::timeout(settings.idle_timeout, collect)
+            Ok(Ok(answer)) if answer.status() >= 500 && attempt < settings.attempts => {
+                let status = answer.status();
+                let content_type = answer.header("content-type").cloned();
+                let (_, answer_body) = answer.into_parts();
+                let body = tokio::time::timeout(settings.idle_timeout, answer_body.read_to_end())
                     .await
                     .ok()
                     .and_then(Result::ok)
                     .unwrap_or_default();
-                let message = format!("node {}: HTTP {}", node.key(), status.as_u16());
+                let message = format!("node {}: HTTP {status}", node.key());
                 failed_reply = Some(FailedReply {
-                    status: StatusCode::from_u16(status.as_u16())
-                        .unwrap_or(StatusCode::BAD_GATEWAY),
+                    status: StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY),
                     content_type,
                     body,
                     node: node.key().to_string(),
                 });
-                let kind = if status.as_u16() == 503 {
+                let kind = if status == 503 {
                     OutcomeKind::Busy(message.clone())
                 } else {
                     OutcomeKind::ServerError(message.clone())
                 };
                 (message, kind)
             }
-            Ok(Ok((response, connection))) => {
+            Ok(Ok(answer)) => {
                 let completion = Completion::new(routed, lease, started, ttfb, attempt);
                 return Ok(relay_response(
-                    response,
-                    connection,
+                    answer,
                     completion,
                     routed.flavour,
                     settings.idle_timeout,
@@ -603,16 +589,15 @@ impl Completion {
 }
 
 async fn relay_response(
-    response: http::Response<Incoming>,
-    connection: Connection,
+    answer: Answer,
     completion: Completion,
     flavour: Flavour,
     idle: Duration,
 ) -> HttpResponse {
-    let status =
-        StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    let (head, body) = answer.into_parts();
+    let status = StatusCode::from_u16(head.status).unwrap_or(StatusCode::BAD_GATEWAY);
     let mut builder = HttpResponse::build(status);
-    copy_response_headers(response.headers(), &mut builder);
+    copy_response_headers(&head.headers, &mut builder);
     if let Ok(value) = HeaderValue::from_str(completion.node.key()) {
         builder.insert_header((HeaderName::from_static(NODE_HEADER), value));
     }
@@ -622,9 +607,8 @@ async fn relay_response(
             HeaderValue::from_static(completion.affinity.as_str()),
         ));
     }
-    let content_type = response
-        .headers()
-        .get(http::header::CONTENT_TYPE)
+    let content_type = head
+        .header("content-type")
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
     let is_stream = content_type.starts_with("application/x-ndjson")
@@ -632,27 +616,22 @@ async fn relay_response(
 
     if is_stream {
         builder.insert_header(("x-accel-buffering", "no"));
-        if !response.headers().contains_key(http::header::CACHE_CONTROL) {
+        if head.header("cache-control").is_none() {
             builder.insert_header((header::CACHE_CONTROL, "no-cache"));
         }
         let code = status.as_u16();
-        let chunks = ReleasingBody::new(response.into_body(), connection);
-        let relay = LineRelay::new(Box::pin(chunks), flavour, idle, move |end| {
+        let relay = LineRelay::new(Box::pin(body.into_stream()), flavour, idle, move |end| {
             completion.finish(code, end)
         });
         return builder.streaming(relay);
     }
-    match tokio::time::timeout(idle, read_to_end(response, connection)).await {
+    match tokio::time::timeout(idle, body.read_to_end()).await {
         Ok(Ok(body)) => {
             completion.finish(status.as_u16(), Outcome::Completed);
             builder.body(body)
         }
         Ok(Err(err)) => {
-            let message = format!(
-                "node {}: {}",
-                completion.node.key(),
-                describe_body_error(&err)
-            );
+            let message = format!("node {}: {err}", completion.node.key());
             completion.finish(502, Outcome::UpstreamFailed(message.clone()));
             GatewayError::bad_gateway(message).into_response(flavour)
         }

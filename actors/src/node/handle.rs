@@ -419,7 +419,9 @@ impl NodeHandle {
                         None => sample,
                     });
                     if let Some(key) = key {
-                        state.loaded.insert(key.0.clone());
+                        if !state.loaded.contains(&key.0) {
+                            state.loaded.insert(key.0.clone());
+                        }
                         let stats = state.stats.entry(key).or_default();
                         stats.record_success(
                             outcome.weight,

@@ -110,8 +110,13 @@ impl Memory {
 
     fn chosen(&mut self, node: &NodeHandle) {
         self.choices += 1;
-        self.last_chosen
-            .insert(node.key().to_string(), self.choices);
+        match self.last_chosen.get_mut(node.key()) {
+            Some(last) => *last = self.choices,
+            None => {
+                self.last_chosen
+                    .insert(node.key().to_string(), self.choices);
+            }
+        }
     }
 }
 
@@ -179,7 +184,13 @@ pub fn rank_intelligent(
     let stats = candidate_stats(candidates, job);
     let scores = scores_with(candidates, &stats, job, memory.default_load_ms, loads);
     let index = lowest_by_values(candidates, memory, &scores);
-    let reason = intelligent_reason(&candidates[index], stats[index].as_ref(), &scores, index, job);
+    let reason = intelligent_reason(
+        &candidates[index],
+        stats[index].as_ref(),
+        &scores,
+        index,
+        job,
+    );
     (index, reason)
 }
 
