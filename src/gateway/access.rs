@@ -61,6 +61,10 @@ impl AccessPolicy {
             return true;
         }
         let name = strip_port(host);
+        // The usual case first, without parsing an address.
+        if name == "127.0.0.1" {
+            return true;
+        }
         if name.eq_ignore_ascii_case("localhost") || name.eq_ignore_ascii_case(&self.hostname) {
             return true;
         }

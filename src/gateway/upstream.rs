@@ -5,7 +5,7 @@ use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::HttpRequest;
 use sollol_actors::node::NodeHandle;
 
-use super::node_client::wire::{forwarded, is_hop_by_hop};
+use super::node_client::wire::{forwarded, passed_on};
 
 /// The client's request, addressed to `node`: same method, path, query and headers, with
 /// `Host` set to the node's own address.
@@ -47,18 +47,14 @@ pub fn request_to(
     }
 }
 
-/// Copies a node's answer headers, leaving out the ones that belong to the connection
-/// and the ones the gateway writes itself.
+/// Copies the headers a node's answer passes on (see [`passed_on`]).
 pub fn copy_response_headers(
     upstream: &[(HeaderName, HeaderValue)],
     builder: &mut actix_web::HttpResponseBuilder,
 ) {
     for (name, value) in upstream {
-        if is_hop_by_hop(name.as_str())
-            || matches!(name.as_str(), "content-length" | "date" | "server")
-        {
-            continue;
+        if passed_on(name.as_str()) {
+            builder.append_header((name.clone(), value.clone()));
         }
-        builder.append_header((name.clone(), value.clone()));
     }
 }

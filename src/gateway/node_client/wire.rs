@@ -17,19 +17,21 @@ pub enum RequestFraming {
 }
 
 /// Headers that belong to one connection and are never forwarded.
+const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Whether `name` (in any case) belongs to one connection only.
 pub fn is_hop_by_hop(name: &str) -> bool {
-    matches!(
-        name,
-        "connection"
-            | "keep-alive"
-            | "proxy-connection"
-            | "proxy-authenticate"
-            | "proxy-authorization"
-            | "te"
-            | "trailer"
-            | "transfer-encoding"
-            | "upgrade"
-    )
+    HOP_BY_HOP.iter().any(|hop| hop.eq_ignore_ascii_case(name))
 }
 
 /// Whether a client's request header goes on to the node. Host is the node's own; Origin
@@ -92,10 +94,20 @@ pub enum ResponseFraming {
     UntilClose,
 }
 
+/// Whether a node's answer header goes on to the client: not the ones that belong to the
+/// connection, nor the ones the gateway's server writes itself.
+pub fn passed_on(name: &str) -> bool {
+    !(is_hop_by_hop(name)
+        || ["content-length", "date", "server"]
+            .iter()
+            .any(|own| own.eq_ignore_ascii_case(name)))
+}
+
 /// A parsed response head.
 #[derive(Debug)]
 pub struct ResponseHead {
     pub status: u16,
+    /// The headers that go on to the client (see [`passed_on`]).
     pub headers: Vec<(HeaderName, HeaderValue)>,
     pub framing: ResponseFraming,
     /// The connection may carry another request once the body is read.
@@ -171,6 +183,9 @@ pub fn parse_response_head(
                 reusable = true;
             }
         }
+        if !passed_on(name) {
+            continue;
+        }
         if let (Ok(name), Ok(value)) = (
             HeaderName::from_bytes(name.as_bytes()),
             HeaderValue::from_bytes(header.value),
@@ -214,6 +229,14 @@ mod tests {
         assert_eq!(head.framing, ResponseFraming::Length(2));
         assert!(head.reusable);
         assert_eq!(head.header("content-type").unwrap(), "application/json");
+    }
+
+    #[test]
+    fn only_headers_meant_for_the_client_are_kept() {
+        let raw = b"HTTP/1.1 200 OK\r\nDate: x\r\nContent-Length: 0\r\nConnection: keep-alive\r\nX-Model: m\r\nContent-Type: text/plain\r\n\r\n";
+        let (head, _) = parse_response_head(raw, false).unwrap().unwrap();
+        let names: Vec<&str> = head.headers.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["x-model", "content-type"]);
     }
 
     #[test]
