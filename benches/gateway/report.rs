@@ -237,7 +237,7 @@ impl Report {
             self.held.0
         );
         println!(
-            "- event emit cost on the request path: see `cargo bench -p sollol-actors --bench observer` (emit/do_send)"
+            "- event emit cost on the request path: see `cargo bench -p sollol-actors --bench observer` below (emit/sink is the gateway's way)"
         );
     }
 }
