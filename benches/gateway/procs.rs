@@ -92,7 +92,8 @@ pub fn start_sollol(
         .arg(format!("http://{node}"))
         .env_remove("SOLLOL_REDIS_URL")
         .env_remove("SOLLOL_CONFIG")
-        .env("RUST_LOG", "warn")
+        // The default log filter (`info`), as users run it.
+        .env_remove("RUST_LOG")
         .env("SOLLOL_NODE_CAPACITY", "4096")
         .env("SOLLOL_QUEUE_MAX", "4096")
         .stdin(Stdio::null())

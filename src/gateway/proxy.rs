@@ -376,7 +376,7 @@ pub async fn send_with_failover(
         .with("from_backend", node.key())
         .with("attempt", attempt);
         state.events.emit_routing(fallback);
-        tracing::warn!(node = %node.key(), attempt, error = %failure, "attempt failed; trying another node");
+        tracing::warn!(node = %node.key(), route = routed.operation, attempt, error = %failure, "attempt failed; trying another node");
         pick.exclude.push(node.key().to_string());
         last_failure = Some(failure);
     }
