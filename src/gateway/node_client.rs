@@ -16,14 +16,15 @@
 //! left, an error) is closed, which is also how a node learns that a generation is no
 //! longer wanted. Idle connections are used most recent first; one the node has closed
 //! (its socket became readable while idle), or that sat idle for [`IDLE_TIMEOUT`], is
-//! dropped when met. A request whose write fails on a reused connection is sent once
-//! more on a new one: nothing of it reached the node.
+//! dropped when met, and a sweep every [`SWEEP_INTERVAL`] closes those no request meets.
+//! A request whose write fails on a reused connection is sent once more on a new one:
+//! nothing of it reached the node.
 
 mod body;
 pub mod wire;
 
-use std::cell::RefCell;
-use std::rc::Rc;
+use std::cell::{Cell, RefCell};
+use std::rc::{Rc, Weak};
 use std::time::{Duration, Instant};
 
 use actix_web::http::header::HeaderValue;
@@ -43,6 +44,8 @@ use wire::{parse_response_head, write_request_head, HeadError, RequestFraming};
 const MAX_IDLE_PER_NODE: usize = 256;
 /// An idle connection older than this is closed rather than used.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// How often idle connections that no request met are checked.
+pub const SWEEP_INTERVAL: Duration = Duration::from_secs(30);
 /// Bodies up to this size are written with the head in one write.
 const COALESCE_BODY_BYTES: usize = 64 * 1024;
 
@@ -126,9 +129,18 @@ struct NodeConnections {
 struct Pool {
     connect_timeout: Duration,
     nodes: RefCell<Vec<NodeConnections>>,
+    /// The sweep runs (started with the first request, on the pool's own thread).
+    sweeping: Cell<bool>,
 }
 
 impl Pool {
+    /// Closes idle connections that are too old or that the node has closed.
+    fn prune(&self, now: Instant) {
+        for node in self.nodes.borrow_mut().iter_mut() {
+            node.idle.retain(|idle| idle.usable(now));
+        }
+    }
+
     fn put_back(&self, key: &str, connection: NodeConnection) {
         let mut nodes = self.nodes.borrow_mut();
         let index = match nodes.iter().position(|node| node.key == key) {
@@ -248,6 +260,7 @@ impl NodeClient {
             pool: Rc::new(Pool {
                 connect_timeout,
                 nodes: RefCell::new(Vec::new()),
+                sweeping: Cell::new(false),
             }),
         }
     }
@@ -260,6 +273,9 @@ impl NodeClient {
         request: &HttpRequest,
         body: RequestBody,
     ) -> Result<Answer, SendError> {
+        if !self.pool.sweeping.replace(true) {
+            actix_rt::spawn(sweep(Rc::downgrade(&self.pool)));
+        }
         let head_request = request.method() == actix_web::http::Method::HEAD;
         let mut connection = match self.take_idle(key) {
             Some(mut connection) => match write_request(&mut connection, request, key, &body).await
@@ -322,6 +338,17 @@ impl NodeClient {
             .map_err(SendError::Connect)?;
         let _ = stream.set_nodelay(true);
         Ok(NodeConnection::new(stream))
+    }
+}
+
+/// Prunes the pool every [`SWEEP_INTERVAL`] until it is dropped.
+async fn sweep(pool: Weak<Pool>) {
+    loop {
+        tokio::time::sleep(SWEEP_INTERVAL).await;
+        let Some(pool) = pool.upgrade() else {
+            return;
+        };
+        pool.prune(Instant::now());
     }
 }
 
@@ -404,5 +431,160 @@ async fn read_head(
         if read == 0 {
             return Err(SendError::Closed);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    /// How the fake node answers each request on a connection.
+    #[derive(Clone, Copy)]
+    enum Node {
+        /// `{}` with a length, keeping the connection open.
+        KeepAlive,
+        /// `{}` with a length, then closes its side (without saying so).
+        CloseAfterAnswer,
+        /// A chunked answer that never ends.
+        EndlessStream,
+    }
+
+    /// A node on a loopback port; returns its address and its count of connections.
+    async fn fake_node(behaviour: Node) -> (String, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let counted = connections.clone();
+        actix_rt::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                counted.fetch_add(1, Ordering::SeqCst);
+                actix_rt::spawn(async move {
+                    let mut seen = Vec::new();
+                    let mut buffer = [0u8; 4096];
+                    loop {
+                        let Ok(read) = socket.read(&mut buffer).await else {
+                            return;
+                        };
+                        if read == 0 {
+                            return;
+                        }
+                        seen.extend_from_slice(&buffer[..read]);
+                        // Requests here have no body: a blank line ends each one.
+                        while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                            seen.drain(..end + 4);
+                            match behaviour {
+                                Node::KeepAlive | Node::CloseAfterAnswer => {
+                                    let answer = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}";
+                                    if socket.write_all(answer).await.is_err() {
+                                        return;
+                                    }
+                                    if matches!(behaviour, Node::CloseAfterAnswer) {
+                                        return;
+                                    }
+                                }
+                                Node::EndlessStream => {
+                                    let head = b"HTTP/1.1 200 OK\r\ncontent-type: application/x-ndjson\r\ntransfer-encoding: chunked\r\n\r\n";
+                                    let _ = socket.write_all(head).await;
+                                    loop {
+                                        if socket.write_all(b"3\r\n{}\n\r\n").await.is_err() {
+                                            return;
+                                        }
+                                        tokio::time::sleep(Duration::from_millis(5)).await;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        (address, connections)
+    }
+
+    fn get() -> HttpRequest {
+        actix_web::test::TestRequest::get()
+            .uri("/api/version")
+            .to_http_request()
+    }
+
+    async fn fetch(client: &NodeClient, address: &str) -> Bytes {
+        let answer = client
+            .send(address, &get(), RequestBody::Bytes(Bytes::new()))
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 200);
+        let (_, body) = answer.into_parts();
+        body.read_to_end().await.unwrap()
+    }
+
+    #[test]
+    fn a_connection_is_reused_once_its_answer_is_read() {
+        actix_rt::System::new().block_on(async {
+            let (address, connections) = fake_node(Node::KeepAlive).await;
+            let client = NodeClient::new(Duration::from_secs(2));
+            for _ in 0..5 {
+                assert_eq!(fetch(&client, &address).await, "{}");
+            }
+            assert_eq!(connections.load(Ordering::SeqCst), 1);
+        });
+    }
+
+    #[test]
+    fn a_connection_the_node_closed_while_idle_is_not_used() {
+        actix_rt::System::new().block_on(async {
+            let (address, connections) = fake_node(Node::CloseAfterAnswer).await;
+            let client = NodeClient::new(Duration::from_secs(2));
+            for _ in 0..3 {
+                assert_eq!(fetch(&client, &address).await, "{}");
+                // Let the node's close arrive before the next request.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            assert_eq!(connections.load(Ordering::SeqCst), 3);
+        });
+    }
+
+    #[test]
+    fn an_answer_dropped_halfway_closes_its_connection() {
+        actix_rt::System::new().block_on(async {
+            let (address, connections) = fake_node(Node::EndlessStream).await;
+            let client = NodeClient::new(Duration::from_secs(2));
+            for _ in 0..2 {
+                let answer = client
+                    .send(&address, &get(), RequestBody::Bytes(Bytes::new()))
+                    .await
+                    .unwrap();
+                let (_, body) = answer.into_parts();
+                let mut stream = Box::pin(body.into_stream());
+                let first = stream.next().await.unwrap().unwrap();
+                assert_eq!(first, "{}\n");
+            }
+            assert_eq!(connections.load(Ordering::SeqCst), 2);
+        });
+    }
+
+    #[test]
+    fn a_node_that_refuses_is_a_connect_error() {
+        actix_rt::System::new().block_on(async {
+            // A port that was just free: nothing listens there.
+            let address = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .to_string();
+            let client = NodeClient::new(Duration::from_secs(2));
+            let err = client
+                .send(&address, &get(), RequestBody::Bytes(Bytes::new()))
+                .await
+                .err()
+                .unwrap();
+            assert!(err.is_connect(), "{err}");
+            assert!(err.to_string().starts_with("connection failed"), "{err}");
+        });
     }
 }
