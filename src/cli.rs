@@ -46,7 +46,7 @@ pub struct ServeArgs {
     /// Worker processes for batch work [env: SOLLOL_WORKERS] [default: 2]
     #[arg(long)]
     pub workers: Option<usize>,
-    /// Routing strategy: round_robin or least_loaded [env: SOLLOL_STRATEGY]
+    /// Routing strategy: intelligent, round_robin, least_loaded, latency_first or fairness [env: SOLLOL_STRATEGY]
     #[arg(long)]
     pub strategy: Option<String>,
     /// Redis for the event feed, e.g. redis://127.0.0.1:6379/0 [env: SOLLOL_REDIS_URL]

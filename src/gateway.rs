@@ -9,6 +9,7 @@ pub mod access;
 mod aggregate;
 mod batch;
 mod blobs;
+mod client_watch;
 pub mod controls;
 mod dashboard;
 pub mod error;
@@ -160,10 +161,14 @@ pub async fn start(
     } else {
         settings.server_threads
     })
-    .on_connect(|connection, _| {
-        // Each relayed line goes out when written, not held back for the client's ACK.
+    .on_connect(|connection, data| {
         if let Some(tcp) = connection.downcast_ref::<actix_web::rt::net::TcpStream>() {
+            // Each relayed line goes out when written, not held back for the client's ACK.
             let _ = tcp.set_nodelay(true);
+            // Lets a request waiting for a node notice that its client left.
+            data.insert(client_watch::ClientSocket(std::os::fd::AsRawFd::as_raw_fd(
+                tcp,
+            )));
         }
     })
     .listen(listener)

@@ -362,6 +362,76 @@ async fn a_client_that_disconnects_cancels_the_upstream_request() {
 }
 
 #[actix_rt::test]
+async fn a_client_that_leaves_before_any_byte_frees_the_node() {
+    // A non-streamed answer sends nothing until it is complete (40 tokens at 300 ms).
+    let a = sim_node("llama3.2", &["--token-ms", "300"]);
+    let gw = gateway(&[&a], &["--workers", "0"], &[]);
+    let body = r#"{"model":"llama3.2","prompt":"hi","stream":false,"options":{"num_predict":40}}"#;
+    let url = format!("{}/api/generate", gw.url);
+    let gave_up = client()
+        .post(&url)
+        .header("content-type", "application/json")
+        .body(body)
+        .timeout(Duration::from_millis(500))
+        .send()
+        .await;
+    assert!(gave_up.is_err(), "the client gave up before the answer");
+    let in_flight = |nodes: Value| nodes["nodes"][0]["in_flight"].as_u64();
+    eventually(
+        Duration::from_secs(4),
+        "the abandoned request to leave the node",
+        || async {
+            (in_flight(get_json(&format!("{}/sollol/nodes", gw.url)).await) == Some(0))
+                .then_some(())
+        },
+    )
+    .await;
+    let stats = get_json(&format!("{}/sollol/stats", gw.url)).await;
+    assert_eq!(stats["requests"]["by_status"]["499"], 1, "{stats}");
+    let nodes = get_json(&format!("{}/sollol/nodes", gw.url)).await;
+    assert_eq!(nodes["nodes"][0]["breaker"], "closed", "{nodes}");
+}
+
+#[actix_rt::test]
+async fn an_upload_past_the_limit_is_the_clients_fault_not_the_nodes() {
+    let a = sim_node("llama3.2", &[]);
+    let gw = gateway(
+        &[&a],
+        &["--workers", "0"],
+        &[("SOLLOL_MAX_BLOB_BYTES", "1000")],
+    );
+    let digest = format!("sha256:{}", "cd".repeat(32));
+    for _ in 0..4 {
+        // Sent chunked, without a length, so the limit is met while passing it on.
+        let chunks =
+            futures_util::stream::iter((0..4).map(|_| Ok::<_, std::io::Error>(vec![7u8; 600])));
+        let upload = client()
+            .post(format!("{}/api/blobs/{digest}", gw.url))
+            .body(reqwest::Body::wrap_stream(chunks))
+            .send()
+            .await
+            .expect("upload");
+        assert_eq!(upload.status(), 413);
+        let error: Value = upload.json().await.expect("json error");
+        assert!(
+            error["error"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("max_blob_bytes"),
+            "{error}"
+        );
+    }
+    let nodes = get_json(&format!("{}/sollol/nodes", gw.url)).await;
+    assert_eq!(nodes["nodes"][0]["breaker"], "closed", "{nodes}");
+    let answer = post(
+        &format!("{}/api/generate", gw.url),
+        r#"{"model":"llama3.2","prompt":"hi","stream":false}"#,
+    )
+    .await;
+    assert_eq!(answer.status(), 200);
+}
+
+#[actix_rt::test]
 async fn redis_down_does_not_slow_or_stop_the_gateway() {
     let a = sim_node("llama3.2", &[]);
     let redis = dead_address().replace("http://", "redis://");

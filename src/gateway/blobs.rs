@@ -99,14 +99,14 @@ fn stream_body(
             Ok(chunk) => {
                 total += chunk.len() as u64;
                 if total > limit {
-                    Err(UploadError::from(format!(
+                    Err(UploadError::TooLarge(format!(
                         "blob exceeds the limit of {limit} bytes (setting max_blob_bytes)"
                     )))
                 } else {
                     Ok(chunk)
                 }
             }
-            Err(err) => Err(UploadError::from(err.to_string())),
+            Err(err) => Err(UploadError::Client(err.to_string())),
         })
         .boxed_local()
 }

@@ -46,11 +46,23 @@ const MAX_IDLE_PER_NODE: usize = 256;
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// How often idle connections that no request met are checked.
 pub const SWEEP_INTERVAL: Duration = Duration::from_secs(30);
+/// How long a node that stopped taking a request has to give its answer.
+const EARLY_ANSWER_WAIT: Duration = Duration::from_secs(1);
 /// Bodies up to this size are written with the head in one write.
 const COALESCE_BODY_BYTES: usize = 64 * 1024;
 
-/// What an upload stream may fail with.
-pub type UploadError = Box<dyn std::error::Error + Send + Sync>;
+/// Why a client's upload could not be passed on: the client's doing, never the node's.
+#[derive(Debug, thiserror::Error)]
+pub enum UploadError {
+    /// Past the configured limit (a 413 for the client).
+    #[error("{0}")]
+    TooLarge(String),
+    /// The client's upload broke off or could not be read.
+    #[error("the upload could not be read: {0}")]
+    Client(String),
+    #[error("the client sent nothing of its upload for {}s (setting idle_timeout_ms)", .0.as_secs())]
+    Stalled(Duration),
+}
 
 /// A request body for a node.
 pub enum RequestBody {
@@ -73,7 +85,9 @@ pub enum SendError {
     Closed,
     #[error("request failed: {0}")]
     Head(#[from] HeadError),
-    #[error("request failed: the client's upload failed: {0}")]
+    #[error("request failed: the node took more than {}s to read the upload (setting idle_timeout_ms)", .0.as_secs())]
+    WriteStalled(Duration),
+    #[error("{0}")]
     Upload(UploadError),
 }
 
@@ -163,6 +177,38 @@ impl Pool {
     }
 }
 
+/// A request written to a node, whose answer is still to be read.
+pub struct Sent {
+    connection: NodeConnection,
+    key: String,
+    head_request: bool,
+    /// The connection had served an earlier request.
+    reused: bool,
+    /// The buffered body, kept to send the request again if a reused connection fails.
+    replay: Option<Bytes>,
+    /// The answer the node gave before taking the whole request (then it closes).
+    early_head: Option<ResponseHead>,
+}
+
+impl Sent {
+    fn new(
+        connection: NodeConnection,
+        key: &str,
+        head_request: bool,
+        reused: bool,
+        replay: Option<Bytes>,
+    ) -> Self {
+        Self {
+            connection,
+            key: key.to_string(),
+            head_request,
+            reused,
+            replay,
+            early_head: None,
+        }
+    }
+}
+
 /// One server thread's connections to the nodes. Cheap to clone (clones share the pool);
 /// not `Send`: it belongs to the thread that made it.
 #[derive(Clone)]
@@ -208,11 +254,22 @@ pub struct AnswerBody {
 }
 
 impl AnswerBody {
-    /// The whole body.
-    pub async fn read_to_end(mut self) -> Result<Bytes, BodyError> {
+    /// The whole body; the node may be silent for at most `idle` between two pieces.
+    pub async fn read_to_end(mut self, idle: Duration) -> Result<Bytes, BodyError> {
         let mut collected: Option<Bytes> = None;
         let mut more = BytesMut::new();
-        while let Some(chunk) = self.body.next_chunk().await? {
+        loop {
+            // A piece already received needs no timer.
+            let mut next = std::pin::pin!(self.body.next_chunk());
+            let piece = match next.as_mut().now_or_never() {
+                Some(piece) => piece,
+                None => tokio::time::timeout(idle, next)
+                    .await
+                    .map_err(|_| BodyError::Stalled(idle))?,
+            };
+            let Some(chunk) = piece? else {
+                break;
+            };
             match &collected {
                 None => collected = Some(chunk),
                 Some(first) => {
@@ -265,48 +322,126 @@ impl NodeClient {
         }
     }
 
-    /// Sends `request` with `body` to the node at `key` (`host:port`) and reads the
-    /// answer's head.
+    /// Sends `request` with `body` to the node at `key` (`host:port`): connects (or
+    /// reuses an idle connection) and writes the head and the body. An upload is passed
+    /// on as it arrives, each piece within `idle`. Then [`answer`](Self::answer) reads
+    /// the node's answer.
     pub async fn send(
         &self,
         key: &str,
         request: &HttpRequest,
         body: RequestBody,
-    ) -> Result<Answer, SendError> {
+        idle: Duration,
+    ) -> Result<Sent, SendError> {
         if !self.pool.sweeping.replace(true) {
             actix_rt::spawn(sweep(Rc::downgrade(&self.pool)));
         }
         let head_request = request.method() == actix_web::http::Method::HEAD;
-        let mut connection = match self.take_idle(key) {
-            Some(mut connection) => match write_request(&mut connection, request, key, &body).await
-            {
-                Ok(()) => connection,
-                // Nothing reached the node: the idle connection was going away.
-                Err(SendError::Write(_)) if matches!(body, RequestBody::Bytes(_)) => {
-                    let mut fresh = self.connect(key).await?;
-                    write_request(&mut fresh, request, key, &body).await?;
-                    fresh
+        let (replay, upload) = match body {
+            RequestBody::Bytes(bytes) => (Some(bytes), None),
+            RequestBody::Stream(upload) => (None, Some(upload)),
+        };
+        let framing = match &replay {
+            Some(bytes) => RequestFraming::Length(bytes.len()),
+            None => RequestFraming::Chunked,
+        };
+        let mut sent = match self.take_idle(key) {
+            Some(mut connection) => {
+                match write_request(&mut connection, request, key, &framing, replay.as_ref()).await
+                {
+                    Ok(()) => Sent::new(connection, key, head_request, true, replay),
+                    // Nothing reached the node: the idle connection was going away.
+                    Err(SendError::Write(_)) if replay.is_some() => {
+                        self.send_fresh(key, request, head_request, &framing, replay)
+                            .await?
+                    }
+                    Err(err) => return Err(err),
                 }
-                Err(err) => return Err(err),
-            },
+            }
             None => {
-                let mut fresh = self.connect(key).await?;
-                write_request(&mut fresh, request, key, &body).await?;
-                fresh
+                self.send_fresh(key, request, head_request, &framing, replay)
+                    .await?
             }
         };
-        if let RequestBody::Stream(upload) = body {
-            write_upload(&mut connection, upload).await?;
+        if let (Some(upload), None) = (upload, &sent.early_head) {
+            match write_upload(&mut sent.connection, upload, idle).await {
+                Ok(()) => {}
+                Err(SendError::Write(err)) => {
+                    sent.early_head =
+                        Some(early_answer(&mut sent.connection, head_request, err).await?)
+                }
+                Err(err) => return Err(err),
+            }
         }
-        let head = read_head(&mut connection, head_request).await?;
+        Ok(sent)
+    }
+
+    /// A new connection with the request written on it (or the answer the node gave
+    /// before it would take the whole request).
+    async fn send_fresh(
+        &self,
+        key: &str,
+        request: &HttpRequest,
+        head_request: bool,
+        framing: &RequestFraming,
+        replay: Option<Bytes>,
+    ) -> Result<Sent, SendError> {
+        let mut connection = self.connect(key).await?;
+        let written = write_request(&mut connection, request, key, framing, replay.as_ref()).await;
+        let mut sent = Sent::new(connection, key, head_request, false, replay);
+        match written {
+            Ok(()) => {}
+            Err(SendError::Write(err)) => {
+                sent.early_head = Some(early_answer(&mut sent.connection, head_request, err).await?)
+            }
+            Err(err) => return Err(err),
+        }
+        Ok(sent)
+    }
+
+    /// Reads the answer to a request [`send`](Self::send) wrote. When a reused connection
+    /// ends before any byte of an answer (the node closed it as the request went out), a
+    /// buffered request is sent once more on a new connection.
+    pub async fn answer(&self, mut sent: Sent, request: &HttpRequest) -> Result<Answer, SendError> {
+        if let Some(mut head) = sent.early_head.take() {
+            head.reusable = false;
+            return Ok(self.answer_from(sent, head));
+        }
+        match read_head(&mut sent.connection, sent.head_request).await {
+            Ok(head) => Ok(self.answer_from(sent, head)),
+            Err(SendError::Closed | SendError::Read(_))
+                if sent.reused && sent.connection.buffer.is_empty() && sent.replay.is_some() =>
+            {
+                let framing = RequestFraming::Length(sent.replay.as_ref().map_or(0, Bytes::len));
+                let mut fresh = self
+                    .send_fresh(
+                        &sent.key,
+                        request,
+                        sent.head_request,
+                        &framing,
+                        sent.replay.take(),
+                    )
+                    .await?;
+                if let Some(mut head) = fresh.early_head.take() {
+                    head.reusable = false;
+                    return Ok(self.answer_from(fresh, head));
+                }
+                let head = read_head(&mut fresh.connection, fresh.head_request).await?;
+                Ok(self.answer_from(fresh, head))
+            }
+            Err(err) => Err(err),
+        }
+    }
+
+    fn answer_from(&self, sent: Sent, head: ResponseHead) -> Answer {
         let reusable = head.reusable;
         let framing = head.framing;
-        Ok(Answer {
+        Answer {
             head,
-            body: BodyReader::new(connection, framing, reusable),
+            body: BodyReader::new(sent.connection, framing, reusable),
             pool: self.pool.clone(),
-            key: key.to_string(),
-        })
+            key: sent.key,
+        }
     }
 
     /// The most recently used idle connection to `key` that is still usable.
@@ -357,55 +492,67 @@ async fn write_request(
     connection: &mut NodeConnection,
     request: &HttpRequest,
     key: &str,
-    body: &RequestBody,
+    framing: &RequestFraming,
+    body: Option<&Bytes>,
 ) -> Result<(), SendError> {
-    let framing = match body {
-        RequestBody::Bytes(bytes) => RequestFraming::Length(bytes.len()),
-        RequestBody::Stream(_) => RequestFraming::Chunked,
-    };
-    let small = matches!(body, RequestBody::Bytes(bytes) if bytes.len() <= COALESCE_BODY_BYTES);
-    let mut out = BytesMut::with_capacity(512 + if small { body_len(body) } else { 0 });
+    let small = body.filter(|bytes| bytes.len() <= COALESCE_BODY_BYTES);
+    let mut out = BytesMut::with_capacity(512 + small.map_or(0, Bytes::len));
     write_request_head(&mut out, request, key, framing);
-    if let (true, RequestBody::Bytes(bytes)) = (small, body) {
+    if let Some(bytes) = small {
         out.put_slice(bytes);
     }
     let stream = &mut connection.stream;
     stream.write_all(&out).await.map_err(SendError::Write)?;
-    if let (false, RequestBody::Bytes(bytes)) = (small, body) {
+    if let (None, Some(bytes)) = (small, body) {
         stream.write_all(bytes).await.map_err(SendError::Write)?;
     }
     Ok(())
 }
 
-fn body_len(body: &RequestBody) -> usize {
-    match body {
-        RequestBody::Bytes(bytes) => bytes.len(),
-        RequestBody::Stream(_) => 0,
+/// After a failed write: the answer the node may have sent before refusing the rest
+/// (a 413 from a node that does not read a body it will not take), or the write error.
+async fn early_answer(
+    connection: &mut NodeConnection,
+    head_request: bool,
+    write_error: std::io::Error,
+) -> Result<ResponseHead, SendError> {
+    match tokio::time::timeout(EARLY_ANSWER_WAIT, read_head(connection, head_request)).await {
+        Ok(Ok(head)) => Ok(head),
+        _ => Err(SendError::Write(write_error)),
     }
 }
 
-/// Sends an upload chunk by chunk as it arrives, then the closing chunk.
+/// Sends an upload chunk by chunk as it arrives, then the closing chunk. The client has
+/// `idle` to send each piece, and the node `idle` to take it.
 async fn write_upload(
     connection: &mut NodeConnection,
     mut upload: LocalBoxStream<'static, Result<Bytes, UploadError>>,
+    idle: Duration,
 ) -> Result<(), SendError> {
     let stream = &mut connection.stream;
-    while let Some(chunk) = upload.next().await {
+    loop {
+        let next = tokio::time::timeout(idle, upload.next())
+            .await
+            .map_err(|_| SendError::Upload(UploadError::Stalled(idle)))?;
+        let Some(chunk) = next else {
+            break;
+        };
         let chunk = chunk.map_err(SendError::Upload)?;
         if chunk.is_empty() {
             continue;
         }
-        let size = format!("{:x}\r\n", chunk.len());
-        stream
-            .write_all(size.as_bytes())
+        let mut framed = BytesMut::with_capacity(chunk.len() + 20);
+        framed.put_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+        framed.put_slice(&chunk);
+        framed.put_slice(b"\r\n");
+        tokio::time::timeout(idle, stream.write_all(&framed))
             .await
+            .map_err(|_| SendError::WriteStalled(idle))?
             .map_err(SendError::Write)?;
-        stream.write_all(&chunk).await.map_err(SendError::Write)?;
-        stream.write_all(b"\r\n").await.map_err(SendError::Write)?;
     }
-    stream
-        .write_all(b"0\r\n\r\n")
+    tokio::time::timeout(idle, stream.write_all(b"0\r\n\r\n"))
         .await
+        .map_err(|_| SendError::WriteStalled(idle))?
         .map_err(SendError::Write)
 }
 
@@ -453,6 +600,9 @@ mod tests {
         CloseAfterAnswer,
         /// A chunked answer that never ends.
         EndlessStream,
+        /// Answers the first request on a connection; closes without answering the next,
+        /// as a node does that closes an idle connection as a request arrives.
+        AnswerOnceThenDrop,
     }
 
     /// A node on a loopback port; returns its address and its count of connections.
@@ -467,6 +617,7 @@ mod tests {
                 actix_rt::spawn(async move {
                     let mut seen = Vec::new();
                     let mut buffer = [0u8; 4096];
+                    let mut answered = 0;
                     loop {
                         let Ok(read) = socket.read(&mut buffer).await else {
                             return;
@@ -478,8 +629,14 @@ mod tests {
                         // Requests here have no body: a blank line ends each one.
                         while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
                             seen.drain(..end + 4);
+                            if matches!(behaviour, Node::AnswerOnceThenDrop) && answered == 1 {
+                                return;
+                            }
+                            answered += 1;
                             match behaviour {
-                                Node::KeepAlive | Node::CloseAfterAnswer => {
+                                Node::KeepAlive
+                                | Node::CloseAfterAnswer
+                                | Node::AnswerOnceThenDrop => {
                                     let answer = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}";
                                     if socket.write_all(answer).await.is_err() {
                                         return;
@@ -513,14 +670,21 @@ mod tests {
             .to_http_request()
     }
 
+    const IDLE: Duration = Duration::from_secs(5);
+
+    async fn roundtrip(client: &NodeClient, address: &str) -> Result<Answer, SendError> {
+        let request = get();
+        let sent = client
+            .send(address, &request, RequestBody::Bytes(Bytes::new()), IDLE)
+            .await?;
+        client.answer(sent, &request).await
+    }
+
     async fn fetch(client: &NodeClient, address: &str) -> Bytes {
-        let answer = client
-            .send(address, &get(), RequestBody::Bytes(Bytes::new()))
-            .await
-            .unwrap();
+        let answer = roundtrip(client, address).await.unwrap();
         assert_eq!(answer.status(), 200);
         let (_, body) = answer.into_parts();
-        body.read_to_end().await.unwrap()
+        body.read_to_end(IDLE).await.unwrap()
     }
 
     #[test]
@@ -550,15 +714,38 @@ mod tests {
     }
 
     #[test]
+    fn a_request_the_node_dropped_on_a_reused_connection_is_sent_again() {
+        actix_rt::System::new().block_on(async {
+            let (address, connections) = fake_node(Node::AnswerOnceThenDrop).await;
+            let client = NodeClient::new(Duration::from_secs(2));
+            for _ in 0..5 {
+                assert_eq!(fetch(&client, &address).await, "{}");
+            }
+            // Every request after the first went out on a reused connection first.
+            assert_eq!(connections.load(Ordering::SeqCst), 5);
+        });
+    }
+
+    #[test]
+    fn a_node_closing_as_the_request_goes_out_costs_no_request() {
+        actix_rt::System::new().block_on(async {
+            // Back to back: some requests go out on a connection the node is closing.
+            let (address, connections) = fake_node(Node::CloseAfterAnswer).await;
+            let client = NodeClient::new(Duration::from_secs(2));
+            for _ in 0..30 {
+                assert_eq!(fetch(&client, &address).await, "{}");
+            }
+            assert!(connections.load(Ordering::SeqCst) >= 30);
+        });
+    }
+
+    #[test]
     fn an_answer_dropped_halfway_closes_its_connection() {
         actix_rt::System::new().block_on(async {
             let (address, connections) = fake_node(Node::EndlessStream).await;
             let client = NodeClient::new(Duration::from_secs(2));
             for _ in 0..2 {
-                let answer = client
-                    .send(&address, &get(), RequestBody::Bytes(Bytes::new()))
-                    .await
-                    .unwrap();
+                let answer = roundtrip(&client, &address).await.unwrap();
                 let (_, body) = answer.into_parts();
                 let mut stream = Box::pin(body.into_stream());
                 let first = stream.next().await.unwrap().unwrap();
@@ -578,11 +765,7 @@ mod tests {
                 .unwrap()
                 .to_string();
             let client = NodeClient::new(Duration::from_secs(2));
-            let err = client
-                .send(&address, &get(), RequestBody::Bytes(Bytes::new()))
-                .await
-                .err()
-                .unwrap();
+            let err = roundtrip(&client, &address).await.err().unwrap();
             assert!(err.is_connect(), "{err}");
             assert!(err.to_string().starts_with("connection failed"), "{err}");
         });

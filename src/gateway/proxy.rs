@@ -25,10 +25,11 @@ use sollol_actors::node::{InFlight, NodeHandle, OutcomeKind, RequestKind, Reques
 use sollol_actors::router::{AffinityOutcome, Lease, PickNode, RouteError};
 use sollol_actors::routing_event::{RoutingEvent, RoutingEventType};
 
+use super::client_watch::{wait_for, ClientSocket, Waited};
 use super::controls::{Controls, AFFINITY_HEADER, DEFAULT_PRIORITY, NODE_HEADER};
 use super::error::{Flavour, GatewayError};
 use super::fanout;
-use super::node_client::{Answer, NodeClient, RequestBody, UploadError};
+use super::node_client::{Answer, NodeClient, RequestBody, SendError, UploadError};
 use super::relay::{LineRelay, Outcome};
 use super::sniff::{session_key, sniff, RequestInfo};
 use super::state::AppState;
@@ -246,6 +247,41 @@ impl BodySource {
     }
 }
 
+/// The status counted for a request whose client left before its answer (nginx's 499).
+fn client_closed_status() -> StatusCode {
+    StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST)
+}
+
+/// Sends one attempt and reads the answer's head: the request within `ttfb_timeout`
+/// (an upload without a limit, since it takes as long as the client sends), then the
+/// answer within `ttfb_timeout` of the request having gone; gives up when the client
+/// leaves.
+async fn send_and_answer(
+    client: &NodeClient,
+    routed: &Routed<'_>,
+    key: &str,
+    body: RequestBody,
+    client_socket: Option<ClientSocket>,
+) -> Waited<Result<Answer, SendError>> {
+    let settings = &routed.state.settings;
+    let upload = matches!(body, RequestBody::Stream(_));
+    let deadline = (!upload).then(|| Instant::now() + settings.ttfb_timeout);
+    let send = client.send(key, routed.request, body, settings.idle_timeout);
+    let sent = match wait_for(send, deadline, client_socket).await {
+        Waited::Done(Ok(sent)) => sent,
+        Waited::Done(Err(err)) => return Waited::Done(Err(err)),
+        Waited::TimedOut => return Waited::TimedOut,
+        Waited::ClientGone => return Waited::ClientGone,
+    };
+    let deadline = Instant::now() + settings.ttfb_timeout;
+    wait_for(
+        client.answer(sent, routed.request),
+        Some(deadline),
+        client_socket,
+    )
+    .await
+}
+
 /// A failed attempt's answer, kept to give the client if no other node can try.
 struct FailedReply {
     status: StatusCode,
@@ -267,6 +303,7 @@ pub async fn send_with_failover(
             "the gateway has no client for its nodes",
         ));
     };
+    let client_socket = routed.request.conn_data::<ClientSocket>().copied();
     let mut last_failure: Option<String> = None;
     let mut failed_reply: Option<FailedReply> = None;
     for attempt in 1..=settings.attempts {
@@ -297,19 +334,17 @@ pub async fn send_with_failover(
             routed.streaming,
         ));
         let started = Instant::now();
-        let upstream = client.send(node.key(), routed.request, attempt_body);
-        let sent = tokio::time::timeout(settings.ttfb_timeout, upstream).await;
+        let answer = send_and_answer(client, routed, node.key(), attempt_body, client_socket).await;
         let ttfb = started.elapsed();
 
-        let (failure, kind_of_end) = match sent {
-            Ok(Ok(answer)) if answer.status() >= 500 && attempt < settings.attempts => {
+        let (failure, kind_of_end) = match answer {
+            Waited::Done(Ok(answer)) if answer.status() >= 500 && attempt < settings.attempts => {
                 let status = answer.status();
                 let content_type = answer.header("content-type").cloned();
                 let (_, answer_body) = answer.into_parts();
-                let body = tokio::time::timeout(settings.idle_timeout, answer_body.read_to_end())
+                let body = answer_body
+                    .read_to_end(settings.idle_timeout)
                     .await
-                    .ok()
-                    .and_then(Result::ok)
                     .unwrap_or_default();
                 let message = format!("node {}: HTTP {status}", node.key());
                 failed_reply = Some(FailedReply {
@@ -325,7 +360,7 @@ pub async fn send_with_failover(
                 };
                 (message, kind)
             }
-            Ok(Ok(answer)) => {
+            Waited::Done(Ok(answer)) => {
                 let completion = Completion::new(routed, lease, started, ttfb, attempt);
                 return Ok(relay_response(
                     answer,
@@ -335,12 +370,48 @@ pub async fn send_with_failover(
                 )
                 .await);
             }
-            Ok(Err(err)) => {
+            Waited::Done(Err(SendError::Upload(err))) => {
+                // The client's doing: the node is not blamed and no other node is tried.
+                node.record(&outcome(
+                    routed,
+                    &lease,
+                    started.elapsed(),
+                    None,
+                    OutcomeKind::ClientError,
+                ));
+                let status = match err {
+                    UploadError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+                    UploadError::Client(_) | UploadError::Stalled(_) => StatusCode::BAD_REQUEST,
+                };
+                return Err(GatewayError::new(status, err.to_string()));
+            }
+            Waited::Done(Err(err)) => {
                 let message = format!("node {}: {err}", node.key());
                 let refused = err.is_connect();
                 (message.clone(), OutcomeKind::Transport { message, refused })
             }
-            Err(_) => {
+            Waited::ClientGone => {
+                // Dropping the node request closed its connection: the node stops.
+                node.record(&outcome(
+                    routed,
+                    &lease,
+                    started.elapsed(),
+                    None,
+                    OutcomeKind::ClientError,
+                ));
+                let message = "client closed the connection";
+                state.events.emit(
+                    Event::ollama_error(
+                        node.key(),
+                        &routed.model_label,
+                        message,
+                        started.elapsed(),
+                    )
+                    .on_route(routed.operation),
+                );
+                return Err(GatewayError::new(client_closed_status(), message));
+            }
+            Waited::TimedOut => {
                 let message = format!(
                     "node {}: no answer within {}s (setting ttfb_timeout_ms)",
                     node.key(),
@@ -475,10 +546,13 @@ pub fn route_error(err: RouteError, last_failure: Option<String>) -> GatewayErro
             GatewayError::new(StatusCode::SERVICE_UNAVAILABLE, err.to_string())
         }
         RouteError::Stopped => GatewayError::bad_gateway(err.to_string()),
-        RouteError::NoneReachable(_) | RouteError::NoNodes => match last_failure {
-            Some(failure) => GatewayError::bad_gateway(format!("{err}; last failure: {failure}")),
+        RouteError::NoneReachable(ref label) => match last_failure {
+            Some(failure) => GatewayError::bad_gateway(format!(
+                "the request failed on every node that can serve '{label}'; last failure: {failure}"
+            )),
             None => GatewayError::bad_gateway(err.to_string()),
         },
+        RouteError::NoNodes => GatewayError::bad_gateway(err.to_string()),
     };
     error.retry_after = retry_after;
     error
@@ -625,22 +699,13 @@ async fn relay_response(
         });
         return builder.streaming(relay);
     }
-    match tokio::time::timeout(idle, body.read_to_end()).await {
-        Ok(Ok(body)) => {
+    match body.read_to_end(idle).await {
+        Ok(body) => {
             completion.finish(status.as_u16(), Outcome::Completed);
             builder.body(body)
         }
-        Ok(Err(err)) => {
+        Err(err) => {
             let message = format!("node {}: {err}", completion.node.key());
-            completion.finish(502, Outcome::UpstreamFailed(message.clone()));
-            GatewayError::bad_gateway(message).into_response(flavour)
-        }
-        Err(_) => {
-            let message = format!(
-                "node {}: the answer stalled for {}s (setting idle_timeout_ms)",
-                completion.node.key(),
-                idle.as_secs()
-            );
             completion.finish(502, Outcome::UpstreamFailed(message.clone()));
             GatewayError::bad_gateway(message).into_response(flavour)
         }

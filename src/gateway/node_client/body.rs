@@ -22,6 +22,8 @@ pub enum BodyError {
     Truncated,
     #[error("response body failed: bad chunked encoding ({0})")]
     BadChunk(&'static str),
+    #[error("the answer stalled for {}s (setting idle_timeout_ms)", .0.as_secs())]
+    Stalled(std::time::Duration),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -8,7 +8,7 @@ use bytes::{BufMut, BytesMut};
 /// Response heads longer than this are refused.
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// Response headers beyond this many are refused.
-const MAX_HEADERS: usize = 64;
+const MAX_HEADERS: usize = 100;
 
 /// How the request body is framed on the wire.
 pub enum RequestFraming {
@@ -53,7 +53,7 @@ pub fn write_request_head(
     out: &mut BytesMut,
     request: &HttpRequest,
     host: &str,
-    framing: RequestFraming,
+    framing: &RequestFraming,
 ) {
     let path_and_query = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
     out.put_slice(request.method().as_str().as_bytes());
