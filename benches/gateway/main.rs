@@ -31,7 +31,7 @@ const CONNECTIONS: usize = 64;
 const SLOW_STREAMS: usize = 1000;
 const STARTS: usize = 5;
 /// Closed-loop rounds per target, interleaved; the median round of each is reported.
-const ROUNDS: usize = 3;
+const ROUNDS: usize = 5;
 
 struct Options {
     sollol: PathBuf,
