@@ -108,12 +108,12 @@ impl Report {
             );
         }
         println!(
-            "\n## Fixed rate: oha at {:.0} req/s (half of nginx's maximum above), {} connections, {} s per target, latency from when each request was due\n",
+            "\n## Fixed rate: oha at {:.0} req/s (half of nginx's maximum above), {} connections, {} s per target, latency from when each request was due; each target's median-p99 round of 3 interleaved rounds\n",
             self.rate, self.connections, self.seconds
         );
         Self::print_loads(&self.fixed);
         println!(
-            "\n## Fixed rate: oha at {:.0} req/s (half of sollol's maximum above), same settings\n",
+            "\n## Fixed rate: oha at {:.0} req/s (half of sollol's maximum above), same settings, same rounds\n",
             self.own_rate
         );
         Self::print_loads(&self.fixed_own);
