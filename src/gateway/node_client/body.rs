@@ -94,20 +94,13 @@ impl BodyReader {
             match self.state {
                 State::Done => return Ok(None),
                 State::Length { remaining } => {
-                    if buffer.is_empty() && !fill(connection).await? {
-                        return Err(BodyError::Truncated);
-                    }
-                    let buffer = &mut connection.buffer;
-                    let take = usize::try_from(remaining)
-                        .unwrap_or(usize::MAX)
-                        .min(buffer.len());
-                    let left = remaining - take as u64;
+                    let (piece, left) = take_up_to(connection, remaining).await?;
                     self.state = if left == 0 {
                         State::Done
                     } else {
                         State::Length { remaining: left }
                     };
-                    return Ok(Some(buffer.split_to(take).freeze()));
+                    return Ok(Some(piece));
                 }
                 State::UntilClose => {
                     if buffer.is_empty() && !fill(connection).await? {
@@ -132,20 +125,13 @@ impl BodyReader {
                     };
                 }
                 State::ChunkData { remaining } => {
-                    if buffer.is_empty() && !fill(connection).await? {
-                        return Err(BodyError::Truncated);
-                    }
-                    let buffer = &mut connection.buffer;
-                    let take = usize::try_from(remaining)
-                        .unwrap_or(usize::MAX)
-                        .min(buffer.len());
-                    let left = remaining - take as u64;
+                    let (piece, left) = take_up_to(connection, remaining).await?;
                     self.state = if left == 0 {
                         State::ChunkEnd
                     } else {
                         State::ChunkData { remaining: left }
                     };
-                    return Ok(Some(buffer.split_to(take).freeze()));
+                    return Ok(Some(piece));
                 }
                 State::ChunkEnd => {
                     if buffer.len() < 2 {
@@ -175,6 +161,22 @@ impl BodyReader {
             }
         }
     }
+}
+
+/// What has arrived of the next `remaining` bytes (reading when nothing has), and how
+/// many are still to come.
+async fn take_up_to(
+    connection: &mut NodeConnection,
+    remaining: u64,
+) -> Result<(Bytes, u64), BodyError> {
+    if connection.buffer.is_empty() && !fill(connection).await? {
+        return Err(BodyError::Truncated);
+    }
+    let take = usize::try_from(remaining)
+        .unwrap_or(usize::MAX)
+        .min(connection.buffer.len());
+    let piece = connection.buffer.split_to(take).freeze();
+    Ok((piece, remaining - take as u64))
 }
 
 /// Reads more from the node; false when it closed the connection.
