@@ -23,12 +23,11 @@ struct Ask {
 
 async fn ask(query: web::Query<Ask>, cluster: web::Data<Cluster>) -> HttpResponse {
     // The lease holds a slot on the node until it is dropped at the end of this handler.
-    let lease = match cluster.router.send(PickNode::for_model("llama3.2")).await {
-        Ok(Ok(lease)) => lease,
-        Ok(Err(err)) => {
+    let lease = match cluster.router.pick(PickNode::for_model("llama3.2")).await {
+        Ok(lease) => lease,
+        Err(err) => {
             return HttpResponse::BadGateway().json(serde_json::json!({ "error": err.to_string() }))
         }
-        Err(_) => return HttpResponse::InternalServerError().finish(),
     };
     let node = &lease.node;
     let body = serde_json::json!({ "model": "llama3.2", "prompt": query.q, "stream": false });

@@ -162,9 +162,9 @@ impl Telemetry {
 /// The router and one node actor per configured Ollama server.
 #[derive(Clone)]
 pub struct Cluster {
-    pub router: Addr<RouterActor>,
-    /// Places requests without a message to `router` when a node has room.
-    pub placement: RouterHandle,
+    /// Places requests on the calling thread when a node has room; `router.addr` is the
+    /// actor, for the other messages.
+    pub router: RouterHandle,
     pub nodes: Vec<NodeHandle>,
     node_actors: Vec<Addr<NodeActor>>,
 }
@@ -214,7 +214,7 @@ impl Cluster {
             affinity_ttl: settings.affinity_ttl,
             ..RouterSettings::default()
         };
-        let placement = RouterActor::with_settings(
+        let router = RouterActor::with_settings(
             nodes.clone(),
             router_settings,
             Some(observer.clone().recipient()),
@@ -222,8 +222,7 @@ impl Cluster {
         .with_events(observer.clone().recipient())
         .start_with_handle();
         Ok(Self {
-            router: placement.addr.clone(),
-            placement,
+            router,
             nodes,
             node_actors,
         })

@@ -12,7 +12,7 @@ use sollol_actors::node::{
     describe_reqwest_error, NodeHandle, OutcomeKind, RequestKind, RequestOutcome,
 };
 use sollol_actors::observer::{Emit, EmitRouting, ObserverActor};
-use sollol_actors::router::{Lease, PickNode, RouteError, RouterActor};
+use sollol_actors::router::{Lease, PickNode, RouteError, RouterHandle};
 use sollol_actors::routing_event::{RoutingEvent, RoutingEventType};
 
 /// Attempts per chunk when connections to nodes fail.
@@ -48,7 +48,7 @@ impl From<RouteError> for EmbedError {
 
 #[derive(Clone)]
 pub struct Embedder {
-    router: Addr<RouterActor>,
+    router: RouterHandle,
     observer: Addr<ObserverActor>,
 }
 
@@ -63,7 +63,7 @@ struct ErrorBody {
 }
 
 impl Embedder {
-    pub fn new(router: Addr<RouterActor>, observer: Addr<ObserverActor>) -> Self {
+    pub fn new(router: RouterHandle, observer: Addr<ObserverActor>) -> Self {
         Self { router, observer }
     }
 
@@ -89,16 +89,15 @@ impl Embedder {
         };
         let mut last_failure = None;
         for attempt in 1..=CONNECT_ATTEMPTS {
-            let lease = match self.router.send(pick.clone()).await {
-                Ok(Ok(lease)) => lease,
-                Ok(Err(err)) => {
+            let lease = match self.router.pick(pick.clone()).await {
+                Ok(lease) => lease,
+                Err(err) => {
                     let mut err = EmbedError::from(err);
                     if let Some(failure) = &last_failure {
                         err.message = format!("{}; last failure: {failure}", err.message);
                     }
                     return Err(err);
                 }
-                Err(_) => return Err(EmbedError::new(502, "the router has stopped")),
             };
             let key = lease.node.key().to_string();
             match self

@@ -12,6 +12,7 @@
 //!
 //! Run with `cargo bench -p sollol-actors --bench observer`.
 
+use std::future::Future;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -53,39 +54,50 @@ fn observer_with_sink() -> (Addr<ObserverActor>, EventSink) {
         .start_with_sink()
 }
 
-/// Like [`send_events`], through the sink; the observer's drain is not counted.
-async fn sink_events(observer: &Addr<ObserverActor>, sink: &EventSink, count: u64) -> Duration {
+/// Hands `count` events over with `emit` and returns the time spent doing so; after
+/// each thousand, waits (not counted) until `settle` says the observer has them all.
+async fn timed_emits<Settle: Future<Output = ()>>(
+    count: u64,
+    emit: impl Fn(),
+    settle: impl Fn() -> Settle,
+) -> Duration {
     let mut spent = Duration::ZERO;
     let mut left = count;
     while left > 0 {
         let chunk = left.min(1_000);
         let started = Instant::now();
         for _ in 0..chunk {
-            sink.emit(response());
+            emit();
         }
         spent += started.elapsed();
         left -= chunk;
-        let _ = observer.send(FlushEvents).await;
+        settle().await;
     }
     spent
 }
 
-/// Sends `count` events and returns the time spent sending, then waits for the
-/// observer to have handled them all (not counted).
+/// Sends `count` events, one message each (the time spent sending).
 async fn send_events(observer: &Addr<ObserverActor>, count: u64) -> Duration {
-    let mut spent = Duration::ZERO;
-    let mut left = count;
-    while left > 0 {
-        let chunk = left.min(1_000);
-        let started = Instant::now();
-        for _ in 0..chunk {
-            observer.do_send(Emit(response()));
-        }
-        spent += started.elapsed();
-        left -= chunk;
-        let _ = observer.send(GetObserverStats).await;
-    }
-    spent
+    timed_emits(
+        count,
+        || observer.do_send(Emit(response())),
+        || async {
+            let _ = observer.send(GetObserverStats).await;
+        },
+    )
+    .await
+}
+
+/// The same through the sink; the observer's drain is not counted.
+async fn sink_events(observer: &Addr<ObserverActor>, sink: &EventSink, count: u64) -> Duration {
+    timed_emits(
+        count,
+        || sink.emit(response()),
+        || async {
+            let _ = observer.send(FlushEvents).await;
+        },
+    )
+    .await
 }
 
 fn emit(c: &mut Criterion) {

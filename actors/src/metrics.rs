@@ -128,16 +128,46 @@ struct Inner {
     /// Handles of the series a successful response touches, found by plain comparison
     /// (no label set built, cloned or hashed on the hot path).
     responses: Mutex<Vec<ResponseSeries>>,
-    /// Handles of `sollol_http_responses_total` by route and status, likewise.
-    http_response_counters: Mutex<Vec<(String, u16, Counter)>>,
-    /// Handles of `sollol_events_total` by type and severity, likewise.
-    event_counters: Mutex<Vec<(&'static str, &'static str, Counter)>>,
-    /// Handles of `sollol_routing_decisions_total` by type and node, likewise.
-    routing_counters: Mutex<Vec<(&'static str, String, Counter)>>,
+    http_response_counters: CounterCache<HttpLabels>,
+    event_counters: CounterCache<EventLabels>,
+    routing_counters: CounterCache<RoutingLabels>,
 }
 
-/// Series kept in [`Inner::responses`] at most; past this, lookups go to the families.
-const MAX_CACHED_RESPONSE_SERIES: usize = 256;
+/// Handles of the counters of one family that the hot path uses, found by comparing
+/// fields (no label set built, cloned or hashed for a counter seen before). At most
+/// [`MAX_CACHED_SERIES`] are kept; past that, lookups go to the family.
+struct CounterCache<L>(Mutex<Vec<(L, Counter)>>);
+
+impl<L> Default for CounterCache<L> {
+    fn default() -> Self {
+        Self(Mutex::new(Vec::new()))
+    }
+}
+
+impl<L: Clone + std::hash::Hash + Eq> CounterCache<L> {
+    /// Adds one to the counter whose labels `matches`, made with `labels` the first time.
+    fn inc(
+        &self,
+        family: &Family<L, Counter>,
+        matches: impl Fn(&L) -> bool,
+        labels: impl FnOnce() -> L,
+    ) {
+        let mut cache = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, counter)) = cache.iter().find(|(known, _)| matches(known)) {
+            counter.inc();
+            return;
+        }
+        let labels = labels();
+        let counter = family.get_or_create(&labels).clone();
+        counter.inc();
+        if cache.len() < MAX_CACHED_SERIES {
+            cache.push((labels, counter));
+        }
+    }
+}
+
+/// Series kept in each cache of handles at most; past this, lookups go to the families.
+const MAX_CACHED_SERIES: usize = 256;
 
 /// The series one kind of successful response updates (handles share the families'
 /// values).
@@ -300,9 +330,9 @@ impl Metrics {
             redis_reconnects,
             nodes,
             responses: Mutex::new(Vec::new()),
-            http_response_counters: Mutex::new(Vec::new()),
-            event_counters: Mutex::new(Vec::new()),
-            routing_counters: Mutex::new(Vec::new()),
+            http_response_counters: CounterCache::default(),
+            event_counters: CounterCache::default(),
+            routing_counters: CounterCache::default(),
         }))
     }
 
@@ -355,7 +385,7 @@ impl Metrics {
                 .clone(),
         };
         let result = record(&series);
-        if cache.len() < MAX_CACHED_RESPONSE_SERIES {
+        if cache.len() < MAX_CACHED_SERIES {
             cache.push(series);
         }
         result
@@ -480,76 +510,37 @@ impl Metrics {
     }
 
     fn count_event(&self, event_type: &'static str, severity: &'static str) {
-        let mut cache = self
-            .0
-            .event_counters
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        if let Some((_, _, counter)) = cache
-            .iter()
-            .find(|(known, level, _)| *known == event_type && *level == severity)
-        {
-            counter.inc();
-            return;
-        }
-        let labels = EventLabels {
-            event_type,
-            severity,
-        };
-        let counter = self.0.events.get_or_create(&labels).clone();
-        counter.inc();
-        if cache.len() < MAX_CACHED_RESPONSE_SERIES {
-            cache.push((event_type, severity, counter));
-        }
+        self.0.event_counters.inc(
+            &self.0.events,
+            |known| known.event_type == event_type && known.severity == severity,
+            || EventLabels {
+                event_type,
+                severity,
+            },
+        );
     }
 
     fn count_routing(&self, event_type: &'static str, node: &str) {
-        let mut cache = self
-            .0
-            .routing_counters
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        if let Some((_, _, counter)) = cache
-            .iter()
-            .find(|(known, known_node, _)| *known == event_type && known_node == node)
-        {
-            counter.inc();
-            return;
-        }
-        let labels = RoutingLabels {
-            event_type,
-            node: node.to_string(),
-        };
-        let counter = self.0.routing.get_or_create(&labels).clone();
-        counter.inc();
-        if cache.len() < MAX_CACHED_RESPONSE_SERIES {
-            cache.push((event_type, labels.node, counter));
-        }
+        self.0.routing_counters.inc(
+            &self.0.routing,
+            |known| known.event_type == event_type && known.node == node,
+            || RoutingLabels {
+                event_type,
+                node: node.to_string(),
+            },
+        );
     }
 
     /// Counts one response the gateway sent; `route` is the route pattern, not the path.
     pub fn record_http_response(&self, route: &str, status: u16) {
-        let mut cache = self
-            .0
-            .http_response_counters
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        if let Some((_, _, counter)) = cache
-            .iter()
-            .find(|(known, code, _)| *code == status && known == route)
-        {
-            counter.inc();
-            return;
-        }
-        let labels = HttpLabels {
-            route: route.to_string(),
-            status,
-        };
-        let counter = self.0.http_responses.get_or_create(&labels).clone();
-        counter.inc();
-        if cache.len() < MAX_CACHED_RESPONSE_SERIES {
-            cache.push((labels.route, status, counter));
-        }
+        self.0.http_response_counters.inc(
+            &self.0.http_responses,
+            |known| known.status == status && known.route == route,
+            || HttpLabels {
+                route: route.to_string(),
+                status,
+            },
+        );
     }
 
     pub fn dropped_by_sampling(&self) {

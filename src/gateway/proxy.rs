@@ -307,7 +307,7 @@ pub async fn send_with_failover(
     let mut last_failure: Option<String> = None;
     let mut failed_reply: Option<FailedReply> = None;
     for attempt in 1..=settings.attempts {
-        let lease = match state.placement.pick(pick.clone()).await {
+        let lease = match state.router.pick(pick.clone()).await {
             Ok(lease) => lease,
             Err(err) => {
                 if let Some(reply) = failed_reply {

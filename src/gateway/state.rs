@@ -11,15 +11,14 @@ use sollol_actors::metrics::Metrics;
 use sollol_actors::node::NodeHandle;
 use sollol_actors::observer::{EventSink, ObserverActor};
 use sollol_actors::redis_publisher::RedisPublisher;
-use sollol_actors::router::{RouterActor, RouterHandle};
+use sollol_actors::router::RouterHandle;
 use sollol_actors::supervisor::SupervisorHandle;
 
 use crate::cluster::{Cluster, Telemetry};
 use crate::config::Settings;
 
 pub struct AppState {
-    pub router: Addr<RouterActor>,
-    pub placement: RouterHandle,
+    pub router: RouterHandle,
     pub nodes: Vec<NodeHandle>,
     pub observer: Addr<ObserverActor>,
     /// The request path's events go here rather than to `observer` one message each.
@@ -49,7 +48,6 @@ impl AppState {
     ) -> Self {
         Self {
             router: cluster.router.clone(),
-            placement: cluster.placement.clone(),
             nodes: cluster.nodes.clone(),
             observer: telemetry.observer.clone(),
             events: telemetry.events.clone(),
